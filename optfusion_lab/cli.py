@@ -1,0 +1,101 @@
+"""The ``optfusion-lab`` command line.
+
+Each subcommand imports what it needs when it runs, so that ``prepare`` never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+
+
+def _prepare_parser(sub) -> None:
+    from .data.schemas import SCHEMAS
+
+    p = sub.add_parser(
+        "prepare",
+        help="encode a raw Criteo/Avazu/KDD12 file into a split, memory-mappable dataset",
+        description="Encode a raw Criteo/Avazu/KDD12 file (plain or .gz) into DIR: meta.json, "
+        "vocab.parquet and X_/y_ arrays per split (8:1:1). With --vocab-from, encode the file "
+        "unsplit with an existing dataset's vocabulary (the file may be unlabelled).",
+    )
+    p.add_argument("--dataset", required=True, choices=sorted(SCHEMAS))
+    p.add_argument("--input", required=True, type=Path, metavar="RAW_FILE")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR")
+    p.add_argument("--threshold", type=int, default=2,
+                   help="tokens seen fewer times map to the field's OOV id (default 2)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the split (default 42)")
+    p.add_argument("--on-bad-lines", choices=("error", "skip"), default="error",
+                   help="stop at the first bad line (default) or drop bad lines and report them")
+    p.add_argument("--vocab-from", type=Path, metavar="DIR",
+                   help="encode with the vocabulary of this prepared dataset, without splitting")
+    p.add_argument("--drop-impression", action="store_true",
+                   help="kdd12 only: drop the Impression field (the reference keeps it)")
+    p.set_defaults(func=_run_prepare)
+
+
+def _run_prepare(args) -> int:
+    from .data.prepare import PrepareConfig, prepare
+
+    cfg = PrepareConfig(
+        dataset=args.dataset,
+        threshold=args.threshold,
+        seed=args.seed,
+        on_bad_lines=args.on_bad_lines,
+        drop_impression=args.drop_impression,
+    )
+    meta = prepare(args.input, args.out, cfg, vocab_from=args.vocab_from)
+    print(format_prepare_summary(meta, args.out))
+    return 0
+
+
+def format_prepare_summary(meta: dict, out: Path) -> str:
+    sizes = ", ".join(f"{k} {v:,}" for k, v in meta["num_rows"].items())
+    state = "reused existing" if meta.get("reused") else f"prepared in {meta['seconds']:.2f} s"
+    bad = meta["bad_lines"]
+    lines = [
+        f"{meta['dataset']}: {state} -> {out}",
+        f"  rows      {sum(meta['num_rows'].values()):,} ({sizes})",
+        f"  fields    {meta['num_fields']}",
+        f"  features  {meta['num_features']:,} (threshold {meta['threshold']}, OOV id per field)",
+    ]
+    if meta["labelled"]:
+        positives = sum(meta["num_positive"].values()) / max(1, sum(meta["num_rows"].values()))
+        lines.append(f"  clicks    {positives:.2%}")
+    if bad["skipped"]:
+        kinds = ", ".join(f"{k} {v}" for k, v in bad["by_kind"].items())
+        first = ", ".join(str(e["line"]) for e in bad["examples"])
+        lines.append(f"  skipped   {bad['skipped']} bad lines ({kinds}; first at lines {first})")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="optfusion-lab",
+        description="Learned fusion (OptFusion) for deep CTR models: data, training and search.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _prepare_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data.errors import DataFormatError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DataFormatError, FileNotFoundError, ValueError) as exc:
+        print(f"optfusion-lab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"optfusion-lab {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

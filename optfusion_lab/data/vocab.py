@@ -1,0 +1,119 @@
+"""Per-field vocabularies: token -> id, with id 0 reserved for out-of-vocabulary tokens.
+
+Counting is streamed: every parsed batch dictionary-encodes each field (in C++, via pyarrow) and
+hands its small dictionary and per-entry counts to a :class:`TokenCounter`. Once the file is read,
+the counter merges the batch dictionaries, applies the threshold and returns, for every batch, a
+lookup table from that batch's dictionary codes to final ids. The file is parsed once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+OOV_ID = 0  # every field's id for a token below the threshold or never seen
+
+
+def encode_tokens(tokens: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Batch-local codes (int32) and dictionary of one field's tokens; null is its own entry.
+
+    Small-range integer tokens (the Criteo integer fields) take a numpy fast path; everything
+    else is hashed by pyarrow's dictionary encoder.
+    """
+    if pa.types.is_integer(tokens.type) and len(tokens) and tokens.null_count < len(tokens):
+        values = tokens.to_numpy(zero_copy_only=False)  # float with NaN when nulls exist
+        present = ~np.isnan(values) if tokens.null_count else np.ones(len(values), bool)
+        low, high = int(np.min(values[present])), int(np.max(values[present]))
+        if high - low < 4 * len(tokens):
+            codes = np.zeros(len(values), np.int32)  # code 0 = missing
+            codes[present] = (values[present] - low + 1).astype(np.int32)
+            entries = pa.array(np.arange(low - 1, high + 1, dtype=np.int64))
+            dictionary = pc.if_else(pa.array(np.arange(len(entries)) > 0), entries, None)
+            return codes, dictionary
+    encoded = pc.dictionary_encode(tokens, null_encoding="encode")
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False), (
+        encoded.dictionary
+    )
+
+
+class TokenCounter:
+    """Collects the dictionaries and counts of one field over the batches of a file."""
+
+    def __init__(self):
+        self._dictionaries: list[pa.Array] = []
+        self._counts: list[np.ndarray] = []
+
+    def add(self, dictionary: pa.Array, codes: np.ndarray) -> None:
+        self._dictionaries.append(dictionary)
+        self._counts.append(np.bincount(codes, minlength=len(dictionary)))
+
+    def build(self, threshold: int | None) -> tuple[pa.Array, np.ndarray, list[np.ndarray]]:
+        """Merge the batches; keep tokens seen at least ``threshold`` times (all if None).
+
+        Returns the kept tokens (id = position + 1, in order of first appearance), their
+        counts, and per batch the lookup table from batch codes to field ids.
+        """
+        merged = pc.dictionary_encode(pa.concat_arrays(self._dictionaries), null_encoding="encode")
+        unique = merged.dictionary
+        position = merged.indices.to_numpy(zero_copy_only=False)  # batch entry -> unique index
+        counts = np.bincount(
+            position, weights=np.concatenate(self._counts), minlength=len(unique)
+        ).astype(np.int64)
+        # Entries of a batch dictionary may be unseen (count 0): they are never kept.
+        keep = counts >= (1 if threshold is None else threshold)
+        ids = np.zeros(len(unique), np.int32)
+        ids[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+        tables, start = [], 0
+        for dictionary in self._dictionaries:
+            tables.append(ids[position[start : start + len(dictionary)]])
+            start += len(dictionary)
+        return unique.filter(pa.array(keep)), counts[keep], tables
+
+    def lookup(self, tokens: pa.Array) -> list[np.ndarray]:
+        """Per batch, the lookup table from batch codes to the ids of an existing vocabulary."""
+        tables = []
+        for dictionary in self._dictionaries:
+            index = pc.index_in(dictionary, value_set=tokens, skip_nulls=False)
+            tables.append(pc.fill_null(pc.add(index, 1), OOV_ID).to_numpy().astype(np.int32))
+        return tables
+
+
+@dataclass
+class Vocabulary:
+    """The kept tokens of every field; field ``f``'s token ``tokens[f][k]`` has id ``k + 1``."""
+
+    field_names: tuple[str, ...]
+    tokens: list[pa.Array]
+    counts: list[np.ndarray]
+
+    @property
+    def cardinalities(self) -> list[int]:
+        return [len(t) + 1 for t in self.tokens]  # + 1 for the out-of-vocabulary id
+
+    def save(self, path: Path) -> None:
+        sizes = [len(t) for t in self.tokens]
+        table = pa.table(
+            {
+                "field": pa.array(np.repeat(np.arange(len(sizes), dtype=np.int16), sizes)),
+                "token": pa.concat_arrays([pc.cast(t, pa.string()) for t in self.tokens]),
+                "count": pa.array(np.concatenate(self.counts).astype(np.int64)),
+            }
+        )
+        pq.write_table(table, path)
+
+    @classmethod
+    def load(cls, path: Path, field_names: tuple[str, ...], numeric_fields=()) -> Vocabulary:
+        table = pq.read_table(path)
+        field = table.column("field").to_numpy()
+        tokens, counts = [], []
+        for f, name in enumerate(field_names):
+            rows = pa.array(field == f)
+            t = table.column("token").filter(rows).combine_chunks()
+            tokens.append(pc.cast(t, pa.int64()) if name in numeric_fields else t)
+            counts.append(table.column("count").filter(rows).to_numpy())
+        return cls(tuple(field_names), tokens, counts)

@@ -1,0 +1,62 @@
+"""The mixed fusion node of the supernet and the straight-through edge gate."""
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from optfusion_lab.fusion.ops import OPERATIONS, build_operation, stack_inputs
+
+
+class MixedFusion(nn.Module):
+    """Search-mode fusion node: ``sum_o weights[o] * op_o(inputs, gates)``.
+
+    The mixing weights (e.g. ``softmax(beta)``) are an argument of ``forward``, not a parameter,
+    so the architecture parameters live with their owner (the supernet). ``weights[o]`` belongs to
+    ``operations[o]``. Every operation is evaluated, even one with weight 0 (checking a weight's
+    value would force a device sync); a derived model builds only the operations it keeps.
+    """
+
+    def __init__(self, num_inputs: int, dim: int, operations: Sequence[str] = OPERATIONS):
+        super().__init__()
+        if len(operations) == 0:
+            raise ValueError("MixedFusion needs at least one operation")
+        if len(set(operations)) != len(operations):
+            raise ValueError(f"duplicate operations: {tuple(operations)}")
+        self.operations = tuple(operations)
+        self.ops = nn.ModuleDict(
+            {name: build_operation(name, num_inputs, dim) for name in operations}
+        )
+
+    def forward(
+        self,
+        inputs: torch.Tensor | Sequence[torch.Tensor],
+        gates: torch.Tensor,
+        weights: torch.Tensor,
+    ) -> torch.Tensor:
+        if weights.shape != (len(self.operations),):
+            raise ValueError(
+                f"expected weights of shape ({len(self.operations)},), got {tuple(weights.shape)}"
+            )
+        x = stack_inputs(inputs)  # (k, B, d), stacked once for all operations
+        out = 0
+        for w, op in zip(weights, self.ops.values(), strict=True):
+            out = out + w * op(x, gates)  # (B, d)
+        return out
+
+
+class StraightThroughGate(torch.autograd.Function):
+    """Edge gate: forward ``1[alpha > 0]`` (exactly 0.0 or 1.0), backward identity."""
+
+    @staticmethod
+    def forward(ctx, alpha: torch.Tensor) -> torch.Tensor:
+        return (alpha > 0).to(alpha.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
+        return grad_output
+
+
+def straight_through_gate(alpha: torch.Tensor) -> torch.Tensor:
+    """``StraightThroughGate.apply(alpha)``: hard 0/1 gates whose gradient reaches ``alpha``."""
+    return StraightThroughGate.apply(alpha)

@@ -1,0 +1,214 @@
+"""Hand-made CTR models with a fixed fusion design, built from ``optfusion_lab.components``.
+
+Every model takes ``(num_features, num_fields, cfg)``, maps a LongTensor of global feature ids
+(B, F) to logits (B,), and keeps its field embedding in ``self.embedding`` (the trainer gives it
+its own optimizer group). Notation: F fields, D = cfg.embed_dim, d = F * D the flat width.
+"""
+
+import torch
+from torch import nn
+
+from optfusion_lab.components import (
+    CIN,
+    MLP,
+    CrossLayerV1,
+    CrossNetV1,
+    CrossNetV2,
+    FeatureEmbedding,
+    FirstOrderTerm,
+    FMInteraction,
+    InnerProduct,
+)
+from optfusion_lab.models.config import ModelConfig
+
+
+class DNN(nn.Module):
+    """FNN: flat embedding -> MLP -> Linear(., 1)."""
+
+    def __init__(self, num_features: int, num_fields: int, cfg: ModelConfig):
+        super().__init__()
+        d = num_fields * cfg.embed_dim
+        self.embedding = FeatureEmbedding(num_features, cfg.embed_dim, cfg.embed_init_std)
+        self.mlp = MLP(d, cfg.mlp_dims, cfg.dropout, cfg.batch_norm, output_dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = self.embedding(x).flatten(start_dim=1)  # (B, F, D) -> (B, d)
+        return self.mlp(e).squeeze(-1)  # (B,)
+
+
+class IPNN(nn.Module):
+    """IPNN: [all pairwise inner products, flat embedding] -> MLP -> Linear(., 1)."""
+
+    def __init__(self, num_features: int, num_fields: int, cfg: ModelConfig):
+        super().__init__()
+        d = num_fields * cfg.embed_dim
+        self.embedding = FeatureEmbedding(num_features, cfg.embed_dim, cfg.embed_init_std)
+        self.inner_product = InnerProduct(num_fields)
+        self.mlp = MLP(
+            d + self.inner_product.output_dim, cfg.mlp_dims, cfg.dropout, cfg.batch_norm, 1
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.embedding(x)  # (B, F, D)
+        products = self.inner_product(v)  # (B, F*(F-1)/2)
+        h = torch.cat([products, v.flatten(start_dim=1)], dim=1)  # (B, F*(F-1)/2 + d)
+        return self.mlp(h).squeeze(-1)  # (B,)
+
+
+class DeepFM(nn.Module):
+    """DeepFM: first-order linear term + FM second-order term + MLP on the flat embedding."""
+
+    def __init__(self, num_features: int, num_fields: int, cfg: ModelConfig):
+        super().__init__()
+        d = num_fields * cfg.embed_dim
+        self.embedding = FeatureEmbedding(num_features, cfg.embed_dim, cfg.embed_init_std)
+        self.linear = FirstOrderTerm(num_features, cfg.embed_init_std)
+        self.fm = FMInteraction()
+        self.mlp = MLP(d, cfg.mlp_dims, cfg.dropout, cfg.batch_norm, output_dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.embedding(x)  # (B, F, D)
+        logit = self.linear(x) + self.fm(v) + self.mlp(v.flatten(start_dim=1))  # (B, 1)
+        return logit.squeeze(-1)  # (B,)
+
+
+class DCN(nn.Module):
+    """DCN (parallel): CrossNet v1 beside an MLP on the flat embedding, concat, Linear(., 1)."""
+
+    def __init__(self, num_features: int, num_fields: int, cfg: ModelConfig):
+        super().__init__()
+        d = num_fields * cfg.embed_dim
+        self.embedding = FeatureEmbedding(num_features, cfg.embed_dim, cfg.embed_init_std)
+        self.cross = CrossNetV1(d, cfg.cross_layers)
+        self.mlp = MLP(d, cfg.mlp_dims, cfg.dropout, cfg.batch_norm)
+        self.head = nn.Linear(d + self.mlp.output_dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = self.embedding(x).flatten(start_dim=1)  # (B, F, D) -> (B, d)
+        h = torch.cat([self.cross(e), self.mlp(e)], dim=1)  # (B, d + mlp width)
+        return self.head(h).squeeze(-1)  # (B,)
+
+
+class XDeepFM(nn.Module):
+    """xDeepFM: first-order linear term + CIN (sum-pooled, then Linear) + MLP, summed."""
+
+    def __init__(self, num_features: int, num_fields: int, cfg: ModelConfig):
+        super().__init__()
+        d = num_fields * cfg.embed_dim
+        cin_sizes = cfg.cin_sizes if cfg.cin_sizes is not None else (num_fields,) * 3
+        self.embedding = FeatureEmbedding(num_features, cfg.embed_dim, cfg.embed_init_std)
+        self.linear = FirstOrderTerm(num_features, cfg.embed_init_std)
+        self.cin = CIN(num_fields, cin_sizes)
+        self.cin_head = nn.Linear(self.cin.output_dim, 1)
+        self.mlp = MLP(d, cfg.mlp_dims, cfg.dropout, cfg.batch_norm, output_dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.embedding(x)  # (B, F, D)
+        cin_logit = self.cin_head(self.cin(v))  # (B, 1)
+        logit = self.linear(x) + cin_logit + self.mlp(v.flatten(start_dim=1))  # (B, 1)
+        return logit.squeeze(-1)  # (B,)
+
+
+class DCNV2Stacked(nn.Module):
+    """DCN-V2 stacked: CrossNetV2 on the flat embedding, then MLP -> Linear(., 1)."""
+
+    def __init__(self, num_features: int, num_fields: int, cfg: ModelConfig):
+        super().__init__()
+        d = num_fields * cfg.embed_dim
+        self.embedding = FeatureEmbedding(num_features, cfg.embed_dim, cfg.embed_init_std)
+        self.cross = CrossNetV2(d, cfg.cross_layers, cfg.low_rank)
+        self.mlp = MLP(d, cfg.mlp_dims, cfg.dropout, cfg.batch_norm, output_dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = self.embedding(x).flatten(start_dim=1)  # (B, F, D) -> (B, d)
+        return self.mlp(self.cross(e)).squeeze(-1)  # (B,)
+
+
+class DCNV2Parallel(nn.Module):
+    """DCN-V2 parallel: CrossNetV2 beside an MLP on the flat embedding, concat, Linear(., 1)."""
+
+    def __init__(self, num_features: int, num_fields: int, cfg: ModelConfig):
+        super().__init__()
+        d = num_fields * cfg.embed_dim
+        self.embedding = FeatureEmbedding(num_features, cfg.embed_dim, cfg.embed_init_std)
+        self.cross = CrossNetV2(d, cfg.cross_layers, cfg.low_rank)
+        self.mlp = MLP(d, cfg.mlp_dims, cfg.dropout, cfg.batch_norm)
+        self.head = nn.Linear(d + self.mlp.output_dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = self.embedding(x).flatten(start_dim=1)  # (B, F, D) -> (B, d)
+        h = torch.cat([self.cross(e), self.mlp(e)], dim=1)  # (B, d + mlp width)
+        return self.head(h).squeeze(-1)  # (B,)
+
+
+class FieldRegulation(nn.Module):
+    """EDCN regulation module: field-wise gating ``g_f = F * softmax_f(b / tau)`` of a flat input.
+
+    One gate vector per field, shared by the field's D coordinates. The factor F (our choice)
+    makes the gate exactly 1 at initialisation (``b = 1``), so layer inputs keep their scale.
+    Input and output: (B, F*D).
+    """
+
+    def __init__(self, num_fields: int, embed_dim: int, tau: float = 1.0):
+        super().__init__()
+        self.num_fields = num_fields
+        self.embed_dim = embed_dim
+        self.tau = tau
+        self.logits = nn.Parameter(torch.ones(num_fields))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        gate = self.num_fields * torch.softmax(self.logits / self.tau, dim=0)  # (F,)
+        fields = h.view(h.shape[0], self.num_fields, self.embed_dim)  # (B, F*D) -> (B, F, D)
+        return (fields * gate.view(1, -1, 1)).flatten(start_dim=1)  # (B, F, D) -> (B, F*D)
+
+
+class EDCN(nn.Module):
+    """EDCN: parallel cross and deep towers that share information at every layer.
+
+    For each of the ``L = cfg.cross_layers`` layers (d = F * D everywhere):
+
+    - regulation: two field-wise gates select the cross input ``c_in = R_c(h)`` and the deep
+      input ``z_in = R_d(h)`` from the shared state ``h`` (``h = E`` for the first layer);
+    - cross: ``c = CrossLayerV1(x0 = E, c_in)``; deep: ``z = ReLU(Linear(d, d)(z_in))``;
+    - bridge: Hadamard product ``h = c * z`` feeds the next layer.
+
+    The logit is ``Linear(3d, 1)([c, z, h])`` of the last layer.
+    Simplifications: the bridge is the Hadamard product only (the paper also studies add, concat
+    and attention pooling); the regulation gate is scaled by F to start as the identity and has a
+    fixed temperature 1; ``x0`` of every cross layer is the raw flat embedding; ``cfg.mlp_dims``
+    is ignored (deep layers have width d, as in EDCN); dropout and batch norm follow ``cfg``.
+    """
+
+    def __init__(self, num_features: int, num_fields: int, cfg: ModelConfig):
+        super().__init__()
+        if cfg.cross_layers < 1:
+            raise ValueError("EDCN needs cross_layers >= 1")
+        d = num_fields * cfg.embed_dim
+        num_layers = cfg.cross_layers
+        self.embedding = FeatureEmbedding(num_features, cfg.embed_dim, cfg.embed_init_std)
+        self.cross_regulation = nn.ModuleList(
+            FieldRegulation(num_fields, cfg.embed_dim) for _ in range(num_layers)
+        )
+        self.deep_regulation = nn.ModuleList(
+            FieldRegulation(num_fields, cfg.embed_dim) for _ in range(num_layers)
+        )
+        self.cross_layers = nn.ModuleList(CrossLayerV1(d) for _ in range(num_layers))
+        self.deep_layers = nn.ModuleList(
+            MLP(d, (d,), cfg.dropout, cfg.batch_norm) for _ in range(num_layers)
+        )
+        self.head = nn.Linear(3 * d, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = self.embedding(x).flatten(start_dim=1)  # (B, F, D) -> (B, d)
+        h = e
+        for reg_c, reg_d, cross, deep in zip(
+            self.cross_regulation,
+            self.deep_regulation,
+            self.cross_layers,
+            self.deep_layers,
+            strict=True,
+        ):
+            c = cross(e, reg_c(h))  # (B, d)
+            z = deep(reg_d(h))  # (B, d)
+            h = c * z  # (B, d), the bridge
+        return self.head(torch.cat([c, z, h], dim=1)).squeeze(-1)  # (B, 3d) -> (B,)
