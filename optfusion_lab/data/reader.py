@@ -90,16 +90,16 @@ def sniff_layout(path: Path, schema: Schema, *, allow_unlabelled: bool) -> Layou
     if not text.strip():
         raise DataFormatError(path, "the first line is empty", line=1, kind="empty_file")
     delimiter = "\t" if "\t" in text else ","
-    cells = text.split(delimiter)
+    cells = [c.strip().strip('"') for c in text.split(delimiter)]
     known = {c.lower(): c for c in schema.raw_columns}
-    matches = sum(c.strip().lower() in known for c in cells)
+    matches = sum(c.lower() in known for c in cells)
     has_header = matches * 2 >= len(cells)
     label_lower = schema.label_column.lower()
 
     if has_header:
         names = []
         for i, cell in enumerate(cells):
-            name = known.get(cell.strip().lower())
+            name = known.get(cell.lower())
             names.append(name if name is not None and name not in names else f"_extra{i}")
         required = [c for c in schema.raw_columns if c != schema.id_column]
         missing = [c for c in required if c not in names and c.lower() != label_lower]
