@@ -1,0 +1,319 @@
+"""The OptFusion fusion graph and the derived architecture (the genotype), as plain data.
+
+The graph (DESIGN.md section 2) for ``L`` layers has the nodes, in topological order,
+
+    E, C0, C1, D1, ..., CL, DL, OUT
+
+``E`` is the flat field embedding (B, d); ``C0`` is a shallow block fed by ``E`` alone; layer i has
+a shallow block ``Ci`` and a deep block ``Di``, each with the candidate inputs E, C0 and every
+block of the layers below; ``OUT`` may take every other node. Every candidate edge has an
+architecture weight alpha (edge active when alpha > 0); every *fusion node* (all blocks but C0,
+plus OUT) mixes its inputs with candidate operations weighted by softmax(beta).
+
+A :class:`Genotype` is what a search leaves behind: which edges are active and which operation
+each node uses, with the raw alpha/beta it came from. It is a frozen, versioned, JSON-round-trip
+dataclass with no paths or times in it, so two identical searches give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+
+from ..fusion import OPERATIONS, validate_operation
+
+GENOTYPE_VERSION = 1
+SHALLOW_BLOCKS = ("cross", "crossv2", "cin")
+
+
+@dataclass(frozen=True)
+class FusionGraph:
+    """Nodes and candidate edges of the fusion graph with ``num_layers`` layers."""
+
+    num_layers: int
+
+    def __post_init__(self):
+        if self.num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
+
+    @cached_property
+    def nodes(self) -> tuple[str, ...]:
+        layers = [name for i in range(1, self.num_layers + 1) for name in (f"C{i}", f"D{i}")]
+        return ("E", "C0", *layers, "OUT")
+
+    @cached_property
+    def blocks(self) -> tuple[str, ...]:
+        """Nodes that hold a component (every node but E and OUT)."""
+        return self.nodes[1:-1]
+
+    @cached_property
+    def fusion_nodes(self) -> tuple[str, ...]:
+        """Nodes that fuse several candidate inputs (and own a row of beta)."""
+        return self.nodes[2:]
+
+    def candidates(self, node: str) -> tuple[str, ...]:
+        """The candidate inputs of ``node``, in topological order."""
+        if node == "C0":
+            return ("E",)
+        if node == "OUT":
+            return self.nodes[:-1]
+        if node not in self.nodes or node == "E":
+            raise ValueError(f"{node!r} is not a node with inputs; nodes: {self.nodes}")
+        layer = int(node[1:])
+        return ("E", "C0", *(n for i in range(1, layer) for n in (f"C{i}", f"D{i}")))
+
+    @cached_property
+    def edges(self) -> tuple[tuple[str, str], ...]:
+        """Every candidate edge (src, dst), grouped by destination in topological order."""
+        return tuple((src, dst) for dst in self.nodes[1:] for src in self.candidates(dst))
+
+    def edge_slice(self, node: str) -> slice:
+        """Where the edges into ``node`` sit in :attr:`edges` (and in alpha)."""
+        start = next(i for i, (_, dst) in enumerate(self.edges) if dst == node)
+        return slice(start, start + len(self.candidates(node)))
+
+
+def parallel_edges(graph: FusionGraph) -> tuple[tuple[str, str], ...]:
+    """The hand-made parallel design: cross chain E->C0->C1..CL beside deep chain E->D1..DL.
+
+    Both chain ends feed OUT (whose operation, CONCAT in the classic design, is chosen apart).
+    """
+    L = graph.num_layers
+    cross = [("E", "C0"), ("C0", "C1")] + [(f"C{i}", f"C{i + 1}") for i in range(1, L)]
+    deep = [("E", "D1")] + [(f"D{i}", f"D{i + 1}") for i in range(1, L)]
+    return tuple(cross + deep + [(f"C{L}", "OUT"), (f"D{L}", "OUT")])
+
+
+def stacked_edges(graph: FusionGraph) -> tuple[tuple[str, str], ...]:
+    """The hand-made stacked design: E->C0 feeding the deep chain, E->C0->D1->...->DL->OUT."""
+    L = graph.num_layers
+    deep = [("C0", "D1")] + [(f"D{i}", f"D{i + 1}") for i in range(1, L)]
+    return tuple([("E", "C0"), *deep, (f"D{L}", "OUT")])
+
+
+DESIGNS = {"parallel": parallel_edges, "stacked": stacked_edges}
+
+
+def _softmax(values: tuple[float, ...]) -> tuple[float, ...]:
+    top = max(values)
+    exps = [math.exp(v - top) for v in values]
+    return tuple(e / sum(exps) for e in exps)
+
+
+@dataclass(frozen=True)
+class NodeChoice:
+    """The operation choice of one fusion node."""
+
+    node: str
+    operation: str  # the argmax of softmax(beta): used by hard selection
+    weights: tuple[float, ...]  # softmax(beta) over the genotype's operations: soft selection
+
+
+@dataclass(frozen=True)
+class Genotype:
+    """A derived fusion architecture; see the module docstring. Build models with
+    :func:`optfusion_lab.models.supernet.derived_model` (hard or soft selection)."""
+
+    num_fields: int
+    embed_dim: int
+    num_layers: int
+    shallow: str
+    operations: tuple[str, ...]
+    edges: tuple[tuple[str, str], ...]  # active edges (alpha > 0), in graph order
+    nodes: tuple[NodeChoice, ...]  # one per fusion node, in graph order
+    alpha: tuple[float, ...]  # raw alpha, one per candidate edge of the graph
+    beta: tuple[tuple[float, ...], ...]  # raw beta, one row per fusion node
+    version: int = GENOTYPE_VERSION
+
+    def __post_init__(self):
+        self.validate()
+
+    @property
+    def graph(self) -> FusionGraph:
+        return FusionGraph(self.num_layers)
+
+    @classmethod
+    def from_arch(
+        cls,
+        *,
+        num_fields: int,
+        embed_dim: int,
+        num_layers: int,
+        shallow: str,
+        operations: tuple[str, ...],
+        alpha: list[float],
+        beta: list[list[float]],
+    ) -> Genotype:
+        """Derive a genotype from raw architecture parameters: edges alpha > 0, argmax ops."""
+        graph = FusionGraph(num_layers)
+        alpha_t = tuple(float(a) for a in alpha)
+        beta_t = tuple(tuple(float(b) for b in row) for row in beta)
+        edges = tuple(e for e, a in zip(graph.edges, alpha_t, strict=True) if a > 0)
+        nodes = []
+        for node, row in zip(graph.fusion_nodes, beta_t, strict=True):
+            weights = _softmax(row)
+            best = max(range(len(row)), key=lambda i: (row[i], -i))  # first maximum on ties
+            nodes.append(NodeChoice(node, operations[best], weights))
+        return cls(num_fields, embed_dim, num_layers, shallow, tuple(operations), edges,
+                   tuple(nodes), alpha_t, beta_t)  # fmt: skip
+
+    # ------------------------------------------------------------ validation
+
+    def validate(self) -> None:
+        def fail(message: str):
+            raise ValueError(f"invalid genotype: {message}")
+
+        if self.version != GENOTYPE_VERSION:
+            fail(f"version {self.version} is not supported (expected {GENOTYPE_VERSION})")
+        for name, value in (("num_fields", self.num_fields), ("embed_dim", self.embed_dim),
+                            ("num_layers", self.num_layers)):  # fmt: skip
+            if not isinstance(value, int) or value < 1:
+                fail(f"{name} must be a positive integer, got {value!r}")
+        if self.shallow not in SHALLOW_BLOCKS:
+            fail(f"shallow block {self.shallow!r} is not one of {SHALLOW_BLOCKS}")
+        if not self.operations or len(set(self.operations)) != len(self.operations):
+            fail(f"operations must be distinct and non-empty, got {self.operations}")
+        for op in self.operations:
+            try:
+                validate_operation(op)
+            except ValueError as exc:
+                fail(str(exc))
+        graph = self.graph
+        if len(self.alpha) != len(graph.edges):
+            fail(f"{len(self.alpha)} alpha values for {len(graph.edges)} candidate edges")
+        unknown = set(self.edges) - set(graph.edges)
+        if unknown:
+            fail(f"edges {sorted(unknown)} are not in the {self.num_layers}-layer graph")
+        if len(self.beta) != len(graph.fusion_nodes) or any(
+            len(row) != len(self.operations) for row in self.beta
+        ):
+            fail(f"beta must have {len(graph.fusion_nodes)} rows of {len(self.operations)}")
+        if tuple(n.node for n in self.nodes) != graph.fusion_nodes:
+            fail(f"node choices must cover {graph.fusion_nodes} in order")
+        for n in self.nodes:
+            if n.operation not in self.operations or len(n.weights) != len(self.operations):
+                fail(f"node {n.node}: operation {n.operation!r} / weights do not match operations")
+        if not self.live_edges():
+            fail("OUT has no active input: the derived model would predict a constant")
+
+    # ------------------------------------------------------------ derived structure
+
+    def live_edges(self) -> tuple[tuple[str, str], ...]:
+        """Active edges that carry signal from E to OUT; everything else is pruned.
+
+        A node is *fed* when one of its active inputs is a fed node (E is fed), and *useful*
+        when it feeds OUT through active edges. Only edges between fed, useful nodes survive.
+        """
+        graph = self.graph
+        active = set(self.edges)
+        fed = {"E"}
+        for node in graph.nodes[1:]:
+            if any((src, node) in active for src in fed):
+                fed.add(node)
+        useful = {"OUT"}
+        for node in reversed(graph.nodes[:-1]):
+            if any((node, dst) in active for dst in useful):
+                useful.add(node)
+        alive = fed & useful
+        if "OUT" not in alive:
+            return ()
+        return tuple(e for e in graph.edges if e in active and e[0] in alive and e[1] in alive)
+
+    def inputs_of(self, node: str) -> tuple[str, ...]:
+        """The live inputs of ``node`` in the derived model, in candidate order."""
+        return tuple(src for src, dst in self.live_edges() if dst == node)
+
+    def live_blocks(self) -> tuple[str, ...]:
+        live = {dst for _, dst in self.live_edges()}
+        return tuple(n for n in self.graph.blocks if n in live)
+
+    def choice(self, node: str) -> NodeChoice:
+        return next(n for n in self.nodes if n.node == node)
+
+    # ------------------------------------------------------------ serialisation
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["edges"] = [list(e) for e in self.edges]
+        d["nodes"] = [
+            {"node": n.node, "operation": n.operation, "weights": list(n.weights)}
+            for n in self.nodes
+        ]
+        d["operations"] = list(self.operations)
+        d["alpha"] = list(self.alpha)
+        d["beta"] = [list(row) for row in self.beta]
+        return {"format": "optfusion-genotype", **d}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Genotype:
+        if not isinstance(data, dict) or data.get("format") != "optfusion-genotype":
+            raise ValueError("invalid genotype: not an optfusion-genotype document")
+        keys = {"num_fields", "embed_dim", "num_layers", "shallow", "operations", "edges",
+                "nodes", "alpha", "beta", "version"}  # fmt: skip
+        missing = keys - set(data)
+        if missing:
+            raise ValueError(f"invalid genotype: missing {sorted(missing)}")
+        try:
+            return cls(
+                num_fields=data["num_fields"],
+                embed_dim=data["embed_dim"],
+                num_layers=data["num_layers"],
+                shallow=data["shallow"],
+                operations=tuple(data["operations"]),
+                edges=tuple((str(s), str(d)) for s, d in data["edges"]),
+                nodes=tuple(
+                    NodeChoice(n["node"], n["operation"], tuple(float(w) for w in n["weights"]))
+                    for n in data["nodes"]
+                ),
+                alpha=tuple(float(a) for a in data["alpha"]),
+                beta=tuple(tuple(float(b) for b in row) for row in data["beta"]),
+                version=data["version"],
+            )
+        except (TypeError, KeyError) as exc:
+            raise ValueError(f"invalid genotype: {exc}") from exc
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_json())
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Genotype:
+        try:
+            data = json.loads(Path(path).read_text())
+        except ValueError as exc:
+            raise ValueError(f"{path}: not a JSON genotype ({exc})") from exc
+        try:
+            return cls.from_dict(data)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+
+    def __str__(self) -> str:
+        live = set(self.live_edges())
+        lines = [
+            f"Genotype v{self.version}: {self.num_layers} layers, shallow={self.shallow}, "
+            f"F={self.num_fields}, D={self.embed_dim}, ops={','.join(self.operations)}"
+        ]
+        for node in self.graph.nodes[1:]:
+            inputs = [src for src, dst in self.edges if dst == node]
+            shown = ", ".join(s if (s, node) in live else f"({s})" for s in inputs) or "-"
+            line = f"  {node:<4}<- {shown}"
+            if node != "C0":
+                n = self.choice(node)
+                mix = " ".join(f"{o} {w:.2f}" for o, w in zip(self.operations, n.weights,
+                                                             strict=True))  # fmt: skip
+                line = f"{line:<40} {n.operation:<7} [{mix}]"
+            lines.append(line)
+        lines.append("  (inputs in parentheses are active but pruned: they do not reach OUT)")
+        return "\n".join(lines)
+
+
+DEFAULT_OPERATIONS = OPERATIONS
