@@ -58,3 +58,51 @@ def test_kdd12_ids_exceed_int64():
     table = generate("kdd12", 2000, seed=0).table
     urls = [int(v) for v in table.column("DisplayURL").to_pylist()]
     assert max(urls) > 2**63 - 1
+
+
+# ---------------------------------------------------------------- teacher data
+
+
+def test_teacher_sample_is_reproduced_and_its_genotype_stated():
+    from optfusion_lab.data.synthetic import TEACHER_GENOTYPE_FILE, TEACHER_SAMPLE
+    from optfusion_lab.data.teacher import TEACHER_GENOTYPE, generate_teacher
+    from optfusion_lab.models.genotype import Genotype
+
+    name, rows, seed = TEACHER_SAMPLE
+    committed = gzip.decompress((DATA_SAMPLES / name).read_bytes())
+    data = generate_teacher(rows, seed)
+    assert to_raw_bytes(data) == committed
+    assert Genotype.load(DATA_SAMPLES / TEACHER_GENOTYPE_FILE) == TEACHER_GENOTYPE
+    assert roc_auc_score(data.labels, data.logits) > 0.8  # the teacher's own AUC: the ceiling
+
+
+def test_teacher_inputs_survive_preprocessing_unchanged(tmp_path):
+    from optfusion_lab.data.synthetic import TEACHER_SAMPLE
+    from optfusion_lab.data.teacher import TEACHER_VOCAB
+
+    meta = prepare(DATA_SAMPLES / TEACHER_SAMPLE[0], tmp_path / "t", PrepareConfig("kdd12"))
+    # Every latent value is kept (no OOV merging): the student sees a relabelling of them.
+    assert meta["cardinalities"] == [v + 1 for v in TEACHER_VOCAB]
+
+
+def test_genotype_score_against_the_teacher():
+    import dataclasses
+
+    from optfusion_lab.data.teacher import TEACHER_GENOTYPE, score_genotype
+    from optfusion_lab.models.genotype import Genotype
+
+    perfect = score_genotype(TEACHER_GENOTYPE)
+    assert perfect.edge_agreement == perfect.edge_recall == perfect.operation_agreement == 1.0
+    alpha = list(TEACHER_GENOTYPE.alpha)
+    graph = TEACHER_GENOTYPE.graph
+    alpha[graph.edges.index(("D1", "OUT"))] = 1.0  # one extra live edge
+    beta = [list(r) for r in TEACHER_GENOTYPE.beta]
+    beta[-1] = [0.0, 0.0, 5.0, 0.0]  # OUT picks concat instead of add
+    other = Genotype.from_arch(**{
+        k: getattr(TEACHER_GENOTYPE, k)
+        for k in ("num_fields", "embed_dim", "num_layers", "shallow", "operations")
+    }, alpha=alpha, beta=beta)  # fmt: skip
+    score = score_genotype(other)
+    assert score.edge_agreement == 32 / 33 and score.edge_recall == 1.0
+    assert score.edge_precision == 8 / 9 and score.operation_agreement < 1.0
+    assert dataclasses.asdict(score) == score.__dict__

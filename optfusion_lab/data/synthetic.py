@@ -149,7 +149,7 @@ class SyntheticData:
     latent: dict[str, np.ndarray]  # per raw column, the latent index of every row
     logits: np.ndarray  # the true logit of every row
     labels: np.ndarray  # uint8 clicks
-    planted: Planted = field(repr=False)
+    planted: Planted | None = field(repr=False)  # None for teacher data (see .teacher)
 
 
 def _salt(name: str) -> int:
@@ -288,13 +288,24 @@ SAMPLES = {
 }
 
 
+# The embedded teacher sample (labels from a stated genotype): file name, rows, seed.
+TEACHER_SAMPLE = ("teacher_kdd12.tsv.gz", 20_000, 2025)
+TEACHER_GENOTYPE_FILE = "teacher_genotype.json"
+
+
 def write_samples(directory: str | Path) -> list[Path]:
+    from .teacher import TEACHER_GENOTYPE, generate_teacher  # imports torch
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    return [
+    paths = [
         write(generate(dataset, rows, seed), directory / name)
         for dataset, (name, rows, seed) in SAMPLES.items()
     ]
+    name, rows, seed = TEACHER_SAMPLE
+    paths.append(write(generate_teacher(rows, seed), directory / name))
+    paths.append(TEACHER_GENOTYPE.save(directory / TEACHER_GENOTYPE_FILE))
+    return paths
 
 
 def main(argv: list[str] | None = None) -> None:
