@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .train_cli import add_predict_parser, add_train_parser
 
 
 def _prepare_parser(sub) -> None:
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _prepare_parser(sub)
+    add_train_parser(sub)
+    add_predict_parser(sub)
     return parser
 
 

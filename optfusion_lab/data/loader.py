@@ -41,8 +41,9 @@ class BatchLoader:
         self.device = torch.device(device)
         # on_device: keep the whole split on the accelerator (fast when it fits in its memory).
         home = self.device if on_device else torch.device("cpu")
-        self.features = torch.from_numpy(np.ascontiguousarray(features, np.int32)).to(home)
-        self.labels = torch.from_numpy(np.ascontiguousarray(labels, np.float32)).to(home)
+        # One copy into memory (memory-mapped splits are read-only and must not be written).
+        self.features = torch.from_numpy(np.array(features, np.int32, order="C")).to(home)
+        self.labels = torch.from_numpy(np.array(labels, np.float32)).to(home)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed

@@ -1,0 +1,255 @@
+"""The ``train`` and ``predict`` subcommands of ``optfusion-lab``.
+
+``add_train_parser`` / ``add_predict_parser`` register them on an ``argparse`` subparsers object
+(``optfusion_lab.cli`` wires them in); ``run_train`` / ``run_predict`` run them and return an exit
+code. Building the parsers imports neither torch nor the models: torch is imported when a command
+runs. Errors the user can fix (unknown model or preset, missing data) raise ValueError or
+FileNotFoundError, which the caller prints as one line with exit code 2 (see :func:`main`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from optfusion_lab.presets import MODEL_NAMES, PRESETS, describe_presets
+
+DEFAULT_SEEDS = (0, 1, 2)  # DESIGN.md: report mean +- std over seeds, never a single run
+
+
+def add_train_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``train`` on ``subparsers`` (the object ``add_subparsers()`` returns)."""
+    p = subparsers.add_parser(
+        "train",
+        help="train a baseline on a prepared dataset, one run per seed",
+        description="Train a baseline CTR model on a prepared dataset (train/valid/test splits) "
+        "with early stopping on validation AUC, once per seed, and write RUN_DIR/model.pt, "
+        "history.csv and result.json (test AUC/LogLoss as mean, std and per seed).",
+        epilog=f"models:\n  {', '.join(MODEL_NAMES)}\n\npresets (default: the data's dataset):\n"
+        f"{describe_presets()}\n\n--lr and --l2 set both optimizer groups (embedding and network).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", required=True, type=Path, metavar="DIR",
+                   help="a dataset prepared by `optfusion-lab prepare`")
+    p.add_argument("--model", required=True, metavar="NAME",
+                   help=f"one of: {', '.join(MODEL_NAMES)}")
+    p.add_argument("--out", required=True, type=Path, metavar="RUN_DIR",
+                   help="run directory to write (created if needed)")
+    p.add_argument("--preset", metavar="NAME",
+                   help=f"one of: {', '.join(PRESETS)} (default: the data's dataset preset)")
+    p.add_argument("--epochs", type=int, metavar="N", help="maximum number of epochs")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="S",
+                   help=f"one run per seed (default: {' '.join(map(str, DEFAULT_SEEDS))})")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto picks cuda when available (default auto)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    p.add_argument("--batch-size", type=int, metavar="N")
+    p.add_argument("--embed-dim", type=int, metavar="N",
+                   help="embedding dim D (preset MLP widths d = F*D follow it)")
+    p.add_argument("--cross-layers", type=int, metavar="N")
+    p.add_argument("--mlp", type=int, nargs="+", metavar="W", help="MLP widths")
+    p.add_argument("--lr", type=float, metavar="X", help="learning rate of both groups")
+    p.add_argument("--l2", type=float, metavar="X", help="L2 (Adam weight_decay) of both groups")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    p.add_argument("--no-shuffle", action="store_true",
+                   help="keep the stored order every epoch (the reference's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_train)
+    return p
+
+
+def add_predict_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``predict`` on ``subparsers``."""
+    p = subparsers.add_parser(
+        "predict",
+        help="score a raw file with a trained run",
+        description="Encode RAW_FILE with the vocabulary of the run's training data (in file "
+        "order, labelled or not), score it with the run's best weights, and write a CSV with one "
+        "row per input row: `probability`, plus `label` when the file is labelled.",
+    )
+    p.add_argument("--run", required=True, type=Path, metavar="RUN_DIR",
+                   help="a directory written by `optfusion-lab train`")
+    p.add_argument("--input", required=True, type=Path, metavar="RAW_FILE")
+    p.add_argument("--out", required=True, type=Path, metavar="PREDICTIONS.csv")
+    p.add_argument("--seed", type=int, metavar="S",
+                   help="use this seed's weights (default: the run's first seed)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--batch-size", type=int, default=16384, metavar="N")
+    p.set_defaults(func=run_predict)
+    return p
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run ``train`` from parsed arguments; return the exit code."""
+    import dataclasses
+
+    from optfusion_lab.data.dataset import PreparedData
+    from optfusion_lab.presets import (
+        check_model_name,
+        default_preset_name,
+        get_preset,
+        resolve_preset,
+        with_sizes,
+    )
+
+    model_name = check_model_name(args.model)
+    preset = get_preset(args.preset) if args.preset is not None else None
+    data = PreparedData.open(args.data)
+    preset = preset if preset is not None else get_preset(default_preset_name(data.meta))
+    preset = with_sizes(
+        preset,
+        embed_dim=args.embed_dim,
+        mlp_dims=tuple(args.mlp) if args.mlp else None,
+        cross_layers=args.cross_layers,
+    )
+    model_cfg, train_cfg = resolve_preset(preset, model_name, data.meta)
+    changes = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "lr_emb": args.lr,
+        "lr_nn": args.lr,
+        "l2_emb": args.l2,
+        "l2_nn": args.l2,
+    }
+    train_cfg = dataclasses.replace(
+        train_cfg,
+        **{k: v for k, v in changes.items() if v is not None},
+        device=args.device,
+        amp=args.amp,
+        shuffle=not args.no_shuffle,
+        progress=not args.no_progress,
+    )
+    seeds = list(args.seeds) if args.seeds else list(DEFAULT_SEEDS)
+
+    from optfusion_lab.train import TrainingDivergedError, resolve_device, run_seeds
+
+    resolve_device(train_cfg.device)  # fail before training when cuda is missing
+    try:
+        _, summary = run_seeds(
+            model_name,
+            model_cfg,
+            data,
+            train_cfg,
+            seeds,
+            out_dir=args.out,
+            metadata={"preset": preset.name, "arguments": _plain_arguments(args)},
+        )
+    except TrainingDivergedError as exc:
+        print(f"optfusion-lab train: error: {exc}", file=sys.stderr)
+        return 1
+    print(format_train_summary(model_name, data.meta["dataset"], preset.name, seeds, summary,
+                               args.out))
+    return 0
+
+
+def _plain_arguments(args: argparse.Namespace) -> dict:
+    """The command-line arguments as JSON values (for result.json)."""
+    values = {k: v for k, v in vars(args).items() if k != "func"}
+    return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+
+
+def format_train_summary(
+    model: str, dataset: str, preset: str, seeds: list[int], summary: dict, out: Path
+) -> str:
+    def pm(metric: str, fmt: str) -> str:
+        s = summary[metric]
+        return f"{s['mean']:{fmt}} +- {s['std']:{fmt}}"
+
+    return "\n".join(
+        [
+            f"{model} on {dataset} (preset {preset}), {len(seeds)} seed(s) {seeds}",
+            f"  test AUC        {pm('test_auc', '.5f')}",
+            f"  test LogLoss    {pm('test_logloss', '.5f')}",
+            f"  best valid AUC  {pm('best_valid_auc', '.5f')}",
+            f"  epochs run      {pm('epochs_run', '.1f')}",
+            f"  train time      {pm('train_seconds', '.2f')} s "
+            f"({summary['samples_per_second']['mean']:,.0f} samples/s)",
+            f"  -> {out}/ (model.pt, history.csv, result.json)",
+        ]
+    )
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Run ``predict`` from parsed arguments; return the exit code."""
+    import os
+    import tempfile
+
+    import numpy as np
+    import pandas as pd
+
+    from optfusion_lab.data.dataset import PreparedData
+    from optfusion_lab.data.prepare import PrepareConfig, prepare
+    from optfusion_lab.train import binary_metrics, load_run, predict_proba, resolve_device
+
+    device = resolve_device(args.device)
+    model, result = load_run(args.run, seed=args.seed, device=device)
+    data_dir = Path(result["data_dir"])
+    try:
+        train_data = PreparedData.open(data_dir)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"the run's training data (its vocabulary) is gone: {exc}") from exc
+    if train_data.num_features != result["num_features"]:
+        raise ValueError(
+            f"{data_dir} now has {train_data.num_features} features but the run was trained "
+            f"with {result['num_features']}; the dataset was re-prepared since"
+        )
+    options = train_data.meta.get("options", {})
+    cfg = PrepareConfig(
+        dataset=result["dataset"],
+        threshold=options.get("threshold", 2),
+        drop_impression=options.get("drop_impression", False),
+    )  # on_bad_lines="error": every input row gets its prediction, in order
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".predict-", dir=out.parent) as scratch:
+        encoded_dir = Path(scratch) / "encoded"
+        prepare(args.input, encoded_dir, cfg, vocab_from=data_dir)
+        encoded = PreparedData.open(encoded_dir)
+        features, labels = encoded.arrays("all")
+        probs = predict_proba(model, features, args.batch_size, device)
+        frame = pd.DataFrame({"probability": probs})
+        if labels is not None:
+            frame["label"] = np.asarray(labels).astype(np.int64)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    line = f"{len(frame):,} rows scored with {result['model']} ({args.run}) -> {out}"
+    if labels is not None and frame["label"].nunique() == 2:
+        metrics = binary_metrics(frame["label"].to_numpy(), probs)
+        line += f" (AUC {metrics['auc']:.5f}, LogLoss {metrics['logloss']:.5f})"
+    print(line)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A parser with only ``train`` and ``predict`` (for tests and ``python -m``)."""
+    parser = argparse.ArgumentParser(prog="optfusion-lab")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_train_parser(sub)
+    add_predict_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv``, run the command; fixable errors print one line and return 2."""
+    from optfusion_lab.data.errors import DataFormatError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DataFormatError, FileNotFoundError, ValueError) as exc:
+        print(f"optfusion-lab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"optfusion-lab {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
