@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .search_cli import add_retrain_parser, add_search_parser
 from .train_cli import add_predict_parser, add_train_parser
 
 
@@ -83,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     _prepare_parser(sub)
     add_train_parser(sub)
     add_predict_parser(sub)
+    add_search_parser(sub)
+    add_retrain_parser(sub)
     return parser
 
 

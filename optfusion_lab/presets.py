@@ -221,3 +221,44 @@ def with_sizes(
 def describe_presets() -> str:
     """One line per preset, for help texts."""
     return "\n".join(f"  {p.name:<8} {p.description}" for p in PRESETS.values())
+
+
+# --- OptFusion search and retraining --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchPreset:
+    """Reference settings of the one-shot search and of retraining (DESIGN.md section 3)."""
+
+    name: str  # the preset's name
+    description: str  # one line for `optfusion-lab search --help`
+    dataset: str | None  # the dataset the preset was tuned for; None fits any dataset
+    embed_dim: int  # D; blocks work at d = F * D
+    lr: float  # search: Adam learning rate of the weights (both groups)
+    l2: float  # search: coupled L2 of the weights (both groups)
+    arch_lr: float  # search: Adam learning rate of alpha and beta (no weight decay)
+    retrain_hard: tuple[float, float]  # (lr, l2) of hard retraining
+    retrain_soft: tuple[float, float]  # (lr, l2) of soft retraining (warm start)
+    num_layers: int = 3  # L of the fusion graph (reference 3)
+    batch_size: int = 4096  # the reference batch size
+    epochs: int = 5  # up to 5 epochs with early stopping (patience 1)
+
+
+SEARCH_PRESETS: dict[str, SearchPreset] = {
+    "criteo": SearchPreset("criteo", "reference Criteo search: D=40, lr 3e-4, arch_lr 0.3",
+                           "criteo", 40, 3e-4, 3e-6, 0.3, (3e-4, 3e-6), (3e-4, 3e-6)),
+    "avazu": SearchPreset("avazu", "reference Avazu search: D=40, lr 1e-3, arch_lr 0.1",
+                          "avazu", 40, 1e-3, 0.0, 0.1, (1e-3, 0.0), (1e-7, 0.0)),
+    "kdd12": SearchPreset("kdd12", "reference KDD12 search: D=16, lr 3e-3, arch_lr 0.01",
+                          "kdd12", 16, 3e-3, 0.0, 0.01, (2e-3, 0.0), (3e-8, 0.0)),
+    "tiny": SearchPreset("tiny", "small and fast, for tests and CI: D=4, batch 256, 3 epochs",
+                         None, 4, 3e-3, 0.0, 0.1, (3e-3, 0.0), (1e-3, 0.0), batch_size=256,
+                         epochs=3),
+}  # fmt: skip
+
+
+def get_search_preset(name: str) -> SearchPreset:
+    """The search preset called ``name``; a ValueError listing the valid names otherwise."""
+    if name not in SEARCH_PRESETS:
+        raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(SEARCH_PRESETS)}")
+    return SEARCH_PRESETS[name]

@@ -612,29 +612,51 @@ def fit_seeds(
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {seeds}")
     out = Path(out_dir) if out_dir is not None else None
-    rows, histories = [], []
+    results = []
     for i, seed in enumerate(seeds):
         seed_everything(seed)
         model = build()
-        result = fit(model, data, dataclasses.replace(train_cfg, seed=seed), callbacks)
-        rows.append({"seed": seed, **result.scalars()})
-        histories.append(result.history.assign(seed=seed))
+        results.append(fit(model, data, dataclasses.replace(train_cfg, seed=seed), callbacks))
         if out is not None:
             state = model.state_dict()
             if len(seeds) > 1:
                 save_state_dict(state, out / f"seed_{seed}" / "model.pt")
             if i == 0:
                 save_state_dict(state, out / "model.pt")
-    frame = pd.DataFrame(rows)
-    summary = {metric: summarize(frame[metric].tolist()) for metric in SUMMARY_METRICS}
+    frame, summary = summarize_seeds(seeds, results)
     if out is not None:
-        history = pd.concat(histories, ignore_index=True)
-        history = history[["seed", *HISTORY_COLUMNS]]
-        _write_atomic(out / "history.csv", lambda p: history.to_csv(p, index=False))
-        _write_atomic(out / "seeds.csv", lambda p: frame.to_csv(p, index=False))
-        document = result_document(description, data, train_cfg, seeds, frame, summary, metadata)
-        write_json(out / "result.json", document)
+        write_run(out, seeds, results, description, data, train_cfg, metadata)
     return frame, summary
+
+
+def summarize_seeds(seeds: Sequence[int], results: Sequence[FitResult]):
+    """(per-seed frame, summary of ``SUMMARY_METRICS`` as ``{"mean", "std", "per_seed"}``)."""
+    frame = pd.DataFrame([{"seed": s, **r.scalars()} for s, r in zip(seeds, results, strict=True)])
+    summary = {metric: summarize(frame[metric].tolist()) for metric in SUMMARY_METRICS}
+    return frame, summary
+
+
+def write_run(
+    out: Path,
+    seeds: Sequence[int],
+    results: Sequence[FitResult],
+    description: Mapping,
+    data: PreparedData,
+    train_cfg: TrainConfig,
+    metadata: Mapping | None = None,
+    history_name: str = "history.csv",
+) -> dict:
+    """Write the epoch history (``history_name``), seeds.csv and result.json of fitted seeds;
+    return the result document."""
+    frame, summary = summarize_seeds(seeds, results)
+    history = pd.concat(
+        [r.history.assign(seed=s) for s, r in zip(seeds, results, strict=True)], ignore_index=True
+    )[["seed", *HISTORY_COLUMNS]]
+    _write_atomic(out / history_name, lambda p: history.to_csv(p, index=False))
+    _write_atomic(out / "seeds.csv", lambda p: frame.to_csv(p, index=False))
+    document = result_document(description, data, train_cfg, seeds, frame, summary, metadata)
+    write_json(out / "result.json", document)
+    return document
 
 
 def result_document(

@@ -4,7 +4,7 @@
 (``optfusion_lab.cli`` wires them in); ``run_train`` / ``run_predict`` run them and return an exit
 code. Building the parsers imports neither torch nor the models: torch is imported when a command
 runs. Errors the user can fix (unknown model or preset, missing data) raise ValueError or
-FileNotFoundError, which the caller prints as one line with exit code 2 (see :func:`main`).
+FileNotFoundError, which ``optfusion_lab.cli.main`` prints as one line with exit code 2.
 """
 
 from __future__ import annotations
@@ -225,31 +225,3 @@ def run_predict(args: argparse.Namespace) -> int:
         line += f" (AUC {metrics['auc']:.5f}, LogLoss {metrics['logloss']:.5f})"
     print(line)
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """A parser with only ``train`` and ``predict`` (for tests and ``python -m``)."""
-    parser = argparse.ArgumentParser(prog="optfusion-lab")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_train_parser(sub)
-    add_predict_parser(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv``, run the command; fixable errors print one line and return 2."""
-    from optfusion_lab.data.errors import DataFormatError
-
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (DataFormatError, FileNotFoundError, ValueError) as exc:
-        print(f"optfusion-lab {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"optfusion-lab {args.command}: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import torch
 
+from optfusion_lab.cli import main
 from optfusion_lab.data import PrepareConfig, prepare
 from optfusion_lab.data.dataset import PreparedData
 from optfusion_lab.models import MODELS, ModelConfig, build_model
@@ -43,7 +44,7 @@ from optfusion_lab.train import (
     seed_everything,
     summarize,
 )
-from optfusion_lab.train_cli import add_predict_parser, add_train_parser, main
+from optfusion_lab.train_cli import add_predict_parser, add_train_parser
 
 REPO = Path(__file__).resolve().parents[1]
 CRITEO_SAMPLE = REPO / "data_samples" / "criteo_sample.txt.gz"
@@ -368,7 +369,7 @@ def test_train_help_lists_models_and_presets(capsys):
 
 def test_cli_does_not_import_torch_to_build_parsers():
     code = (
-        "import sys, optfusion_lab.train_cli as c; c.build_parser(); print('torch' in sys.modules)"
+        "import sys, optfusion_lab.cli as c; c.build_parser(); print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -1,0 +1,193 @@
+"""The ``search`` and ``retrain`` subcommands of ``optfusion-lab``.
+
+Building the parsers imports neither torch nor the models; the commands import them when they
+run. Errors the user can fix raise ValueError or FileNotFoundError (one line, exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .presets import SEARCH_PRESETS
+from .train_cli import DEFAULT_SEEDS, _plain_arguments, format_train_summary
+
+OPERATION_NAMES = ("add", "prod", "concat", "att")  # the order of beta's columns
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, type=Path, metavar="DIR",
+                   help="a dataset prepared by `optfusion-lab prepare`")
+    p.add_argument("--out", required=True, type=Path, metavar="RUN_DIR")
+    p.add_argument("--epochs", type=int, metavar="N", help="maximum number of epochs")
+    p.add_argument("--batch-size", type=int, metavar="N")
+    p.add_argument("--lr", type=float, metavar="X", help="weight learning rate (both groups)")
+    p.add_argument("--l2", type=float, metavar="X", help="weight L2 (both groups)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    p.add_argument("--no-shuffle", action="store_true",
+                   help="keep the stored order every epoch (the reference's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")  # fmt: skip
+
+
+def add_search_parser(subparsers) -> argparse.ArgumentParser:
+    presets = "\n".join(f"  {p.name:<8}{p.description}" for p in SEARCH_PRESETS.values())
+    p = subparsers.add_parser(
+        "search",
+        help="one-shot OptFusion search of connections and operations",
+        description="Train the OptFusion supernet with its architecture (alpha: edges, beta: "
+        "operations) in one joint, single-level run; keep the best validation epoch and write "
+        "RUN_DIR/genotype.json, history.csv (alpha/softmax(beta)), epochs.csv, config.json, "
+        "result.json and supernet.pt (for warm-started retraining).",
+        epilog=f"presets (default: the data's dataset, else tiny):\n{presets}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(p)
+    p.add_argument("--preset", metavar="NAME", help=f"one of: {', '.join(SEARCH_PRESETS)}")
+    p.add_argument("--embed-dim", type=int, metavar="N")
+    p.add_argument("--layers", type=int, metavar="N", help="layers L of the fusion graph")
+    p.add_argument("--shallow", choices=("cross", "crossv2", "cin"), default="cross")
+    p.add_argument("--operations", default=",".join(OPERATION_NAMES), metavar="OPS",
+                   help="comma-separated candidate operations (default add,prod,concat,att); "
+                   "one operation gives the fixed-operation ablation")
+    p.add_argument("--design", choices=("parallel", "stacked"),
+                   help="fix the edges to a hand-made design and learn the operations only")
+    p.add_argument("--alpha-init", type=float, default=0.5, metavar="X")
+    p.add_argument("--arch-lr", type=float, metavar="X", help="Adam lr of alpha and beta")
+    p.add_argument("--history-every", type=int, default=20, metavar="N",
+                   help="record alpha/beta every N steps (default 20)")
+    p.add_argument("--seed", type=int, default=0)  # fmt: skip
+    p.set_defaults(func=run_search)
+    return p
+
+
+def add_retrain_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "retrain",
+        help="train the derived model of a genotype, once per seed",
+        description="Build the derived model of a genotype (hard: argmax operation per node; "
+        "soft: fixed softmax(beta) mixture), optionally warm-started from a search run's "
+        "supernet weights (the reference's default), train it with early stopping once per "
+        "seed and write RUN_DIR/result.json in the shape of `optfusion-lab train`. Defaults "
+        "come from the search run's config.json (next to the genotype, or --warm-start).",
+    )
+    _common(p)
+    p.add_argument("--genotype", required=True, type=Path, metavar="FILE")
+    p.add_argument("--selection", choices=("hard", "soft"), default="hard")
+    p.add_argument("--warm-start", type=Path, metavar="SEARCH_RUN_DIR",
+                   help="start from this search run's supernet weights (default: from scratch)")
+    default_seeds = " ".join(map(str, DEFAULT_SEEDS))
+    p.add_argument("--seeds", type=int, nargs="+", metavar="S",
+                   help=f"one run per seed (default: {default_seeds})")  # fmt: skip
+    p.set_defaults(func=run_retrain)
+    return p
+
+
+def _train_config(base, args, lr_l2: tuple[float, float]):
+    """``base`` TrainConfig with the command line's choices applied."""
+    import dataclasses
+
+    lr = args.lr if args.lr is not None else lr_l2[0]
+    l2 = args.l2 if args.l2 is not None else lr_l2[1]
+    changes = {"epochs": args.epochs, "batch_size": args.batch_size, "threads": args.threads}
+    return dataclasses.replace(
+        base,
+        **{k: v for k, v in changes.items() if v is not None},
+        lr_emb=lr, lr_nn=lr, l2_emb=l2, l2_nn=l2,
+        device=args.device, amp=args.amp, shuffle=not args.no_shuffle,
+        progress=not args.no_progress,
+    )  # fmt: skip
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from .data.dataset import PreparedData
+    from .models.supernet import SupernetConfig
+    from .presets import get_search_preset
+    from .search import SearchConfig, search, write_search_run
+    from .train import TrainConfig, TrainingDivergedError, resolve_device
+
+    data = PreparedData.open(args.data)
+    name = args.preset or (data.meta["dataset"] if data.meta["dataset"] in SEARCH_PRESETS
+                           else "tiny")  # fmt: skip
+    preset = get_search_preset(name)
+    if preset.dataset is not None and preset.dataset != data.meta["dataset"]:
+        raise ValueError(f"preset {name!r} is meant for {preset.dataset} data, not "
+                         f"{data.meta['dataset']}; use --preset tiny or the data's own")
+    operations = tuple(op.strip() for op in args.operations.split(",") if op.strip())
+    supernet_cfg = SupernetConfig(
+        embed_dim=args.embed_dim or preset.embed_dim,
+        num_layers=args.layers or preset.num_layers,
+        shallow=args.shallow,
+        operations=operations,
+        alpha_init=args.alpha_init,
+    )
+    base = TrainConfig(batch_size=preset.batch_size, epochs=preset.epochs, seed=args.seed)
+    train_cfg = _train_config(base, args, (preset.lr, preset.l2))
+    search_cfg = SearchConfig(
+        arch_lr=args.arch_lr if args.arch_lr is not None else preset.arch_lr,
+        history_every=args.history_every,
+        design=args.design,
+    )
+    resolve_device(train_cfg.device)
+    try:
+        result = search(data, supernet_cfg, train_cfg, search_cfg)
+    except TrainingDivergedError as exc:
+        print(f"optfusion-lab search: error: {exc}", file=sys.stderr)
+        return 1
+    metadata = {"preset": name, "arguments": _plain_arguments(args)}
+    write_search_run(args.out, result, data, supernet_cfg, train_cfg, search_cfg, metadata)
+    fit = result.fit
+    print(result.genotype)
+    print(f"supernet: best valid AUC {fit.best_valid_auc:.5f} (epoch {fit.best_epoch}), "
+          f"test AUC {fit.test_auc:.5f}, LogLoss {fit.test_logloss:.5f}, "
+          f"{result.search_seconds:.1f} s -> {args.out}/")  # fmt: skip
+    return 0
+
+
+def _search_config_near(genotype_path: Path, warm_start: Path | None) -> dict | None:
+    for directory in (warm_start, genotype_path.parent):
+        if directory is not None and (directory / "config.json").is_file():
+            return json.loads((directory / "config.json").read_text())
+    return None
+
+
+def run_retrain(args: argparse.Namespace) -> int:
+    from .data.dataset import PreparedData
+    from .models.genotype import Genotype
+    from .presets import get_search_preset
+    from .search import load_warm_start, retrain
+    from .train import TrainConfig, TrainingDivergedError, resolve_device
+
+    data = PreparedData.open(args.data)
+    genotype = Genotype.load(args.genotype)
+    if genotype.num_fields != data.num_fields:
+        raise ValueError(f"{args.genotype} was searched on data with {genotype.num_fields} "
+                         f"fields; {args.data} has {data.num_fields}")  # fmt: skip
+    config = _search_config_near(args.genotype, args.warm_start)
+    metadata = {"arguments": _plain_arguments(args)}
+    if config is not None:  # the search's training settings, e.g. batch size and epochs
+        base, preset_name = TrainConfig(**config["train"]), config.get("preset")
+        metadata["search_config"] = config
+    else:
+        base, preset_name = TrainConfig(), None
+    preset_name = preset_name or (data.meta["dataset"] if data.meta["dataset"] in SEARCH_PRESETS
+                                  else "tiny")  # fmt: skip
+    preset = get_search_preset(preset_name)
+    lr_l2 = preset.retrain_hard if args.selection == "hard" else preset.retrain_soft
+    train_cfg = _train_config(base, args, lr_l2)
+    warm = load_warm_start(args.warm_start, data) if args.warm_start is not None else None
+    seeds = list(args.seeds) if args.seeds else list(DEFAULT_SEEDS)
+    resolve_device(train_cfg.device)
+    try:
+        _, summary = retrain(data, genotype, train_cfg, seeds, selection=args.selection,
+                             warm_start=warm, out_dir=args.out, metadata=metadata)  # fmt: skip
+    except TrainingDivergedError as exc:
+        print(f"optfusion-lab retrain: error: {exc}", file=sys.stderr)
+        return 1
+    init = "warm start" if warm is not None else "from scratch"
+    print(format_train_summary(f"optfusion-{args.selection} ({init})", data.meta["dataset"],
+                               preset_name, seeds, summary, args.out))  # fmt: skip
+    return 0
