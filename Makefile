@@ -13,11 +13,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# The main job on the embedded data: prepare every dataset in data_samples/ and summarise it.
+# The main job on the embedded data: prepare every dataset in data_samples/, train a DCN
+# baseline, then search a fusion on the teacher data and retrain its genotype (small sizes).
 run: $(STAMP)
 	$(BIN)/optfusion-lab prepare --dataset criteo --input data_samples/criteo_sample.txt.gz --out $(RUNS)/data/criteo
 	$(BIN)/optfusion-lab prepare --dataset avazu --input data_samples/avazu_sample.csv.gz --out $(RUNS)/data/avazu
 	$(BIN)/optfusion-lab prepare --dataset kdd12 --input data_samples/kdd12_sample.tsv.gz --out $(RUNS)/data/kdd12
+	$(BIN)/optfusion-lab prepare --dataset kdd12 --input data_samples/teacher_kdd12.tsv.gz --out $(RUNS)/data/teacher
+	$(BIN)/optfusion-lab train --data $(RUNS)/data/criteo --model dcn --preset tiny --out $(RUNS)/train/criteo-dcn --no-progress
+	$(BIN)/optfusion-lab search --data $(RUNS)/data/teacher --preset tiny --out $(RUNS)/search/teacher --no-progress
+	$(BIN)/optfusion-lab retrain --data $(RUNS)/data/teacher --genotype $(RUNS)/search/teacher/genotype.json --warm-start $(RUNS)/search/teacher --out $(RUNS)/retrain/teacher --no-progress
 
 # Lint, then the whole test suite.
 test: $(STAMP)
