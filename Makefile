@@ -21,7 +21,7 @@ run: $(STAMP)
 	$(BIN)/optfusion-lab prepare --dataset kdd12 --input data_samples/kdd12_sample.tsv.gz --out $(RUNS)/data/kdd12
 	$(BIN)/optfusion-lab prepare --dataset kdd12 --input data_samples/teacher_kdd12.tsv.gz --out $(RUNS)/data/teacher
 	$(BIN)/optfusion-lab train --data $(RUNS)/data/criteo --model dcn --preset tiny --out $(RUNS)/train/criteo-dcn --no-progress
-	$(BIN)/optfusion-lab search --data $(RUNS)/data/teacher --preset tiny --out $(RUNS)/search/teacher --no-progress
+	$(BIN)/optfusion-lab search --data $(RUNS)/data/teacher --preset tiny --out $(RUNS)/search/teacher --no-progress --truth data_samples/teacher_genotype.json
 	$(BIN)/optfusion-lab retrain --data $(RUNS)/data/teacher --genotype $(RUNS)/search/teacher/genotype.json --warm-start $(RUNS)/search/teacher --out $(RUNS)/retrain/teacher --no-progress
 
 # Lint, then the whole test suite.

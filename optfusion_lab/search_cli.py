@@ -59,7 +59,9 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--arch-lr", type=float, metavar="X", help="Adam lr of alpha and beta")
     p.add_argument("--history-every", type=int, default=20, metavar="N",
                    help="record alpha/beta every N steps (default 20)")
-    p.add_argument("--seed", type=int, default=0)  # fmt: skip
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--truth", type=Path, metavar="GENOTYPE",
+                   help="score the found genotype against a known one (the teacher's)")
     p.set_defaults(func=run_search)
     return p
 
@@ -138,9 +140,19 @@ def run_search(args: argparse.Namespace) -> int:
         print(f"optfusion-lab search: error: {exc}", file=sys.stderr)
         return 1
     metadata = {"preset": name, "arguments": _plain_arguments(args)}
+    if args.truth is not None:
+        from .data.teacher import score_genotype
+        from .models.genotype import Genotype
+
+        metadata["score_against_truth"] = score_genotype(
+            result.genotype, Genotype.load(args.truth)
+        ).to_dict()
     write_search_run(args.out, result, data, supernet_cfg, train_cfg, search_cfg, metadata)
     fit = result.fit
     print(result.genotype)
+    if args.truth is not None:
+        score = metadata["score_against_truth"]
+        print("against the truth: " + ", ".join(f"{k} {v:.3f}" for k, v in score.items()))
     print(f"supernet: best valid AUC {fit.best_valid_auc:.5f} (epoch {fit.best_epoch}), "
           f"test AUC {fit.test_auc:.5f}, LogLoss {fit.test_logloss:.5f}, "
           f"{result.search_seconds:.1f} s -> {args.out}/")  # fmt: skip

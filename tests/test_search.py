@@ -13,7 +13,7 @@ from optfusion_lab.cli import main
 from optfusion_lab.data import PrepareConfig, prepare
 from optfusion_lab.data.dataset import PreparedData
 from optfusion_lab.data.synthetic import TEACHER_SAMPLE
-from optfusion_lab.data.teacher import score_genotype
+from optfusion_lab.data.teacher import score_genotype, teacher_split_auc
 from optfusion_lab.models import ModelConfig
 from optfusion_lab.models.genotype import Genotype
 from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig
@@ -79,6 +79,12 @@ def test_derived_model_reaches_the_dnn_baseline_on_teacher_data(teacher, searche
     assert derived["best_valid_auc"]["mean"] >= dnn["best_valid_auc"]["mean"]
     score = score_genotype(searched.genotype)
     assert 0.0 <= score.edge_agreement <= 1.0 and score.edge_recall > 0
+    # The teacher itself is the ceiling: no student beats it on the same test rows.
+    _, rows, seed = TEACHER_SAMPLE
+    ceiling = teacher_split_auc(teacher.meta, teacher.arrays("test"), rows, seed)
+    assert derived["test_auc"]["mean"] < ceiling
+    with pytest.raises(ValueError, match="not generated with this rows/seed"):
+        teacher_split_auc(teacher.meta, teacher.arrays("test"), rows, seed + 1)
 
 
 def test_identical_searches_give_byte_identical_genotypes(teacher, searched, tmp_path):
@@ -119,12 +125,15 @@ def test_fixed_edge_and_single_operation_searches(teacher):
 def test_search_and_retrain_commands(teacher, tmp_path, capsys):
     run = tmp_path / "search"
     code = main(["search", "--data", str(teacher.directory), "--out", str(run), "--preset", "tiny",
-                 "--epochs", "1", "--threads", "1", "--no-progress"])  # fmt: skip
-    assert code == 0 and "Genotype v1" in capsys.readouterr().out
+                 "--epochs", "1", "--threads", "1", "--no-progress",
+                 "--truth", str(DATA_SAMPLES / "teacher_genotype.json")])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0 and "Genotype v1" in printed and "against the truth: edge_agreement" in printed
     config = json.loads((run / "config.json").read_text())
     assert config["preset"] == "tiny" and config["supernet"]["embed_dim"] == 4
     result = json.loads((run / "result.json").read_text())
     assert result["model"] == "optfusion-supernet" and "search_seconds" in result
+    assert set(result["metadata"]["score_against_truth"]) >= {"edge_agreement", "edge_recall"}
     out = tmp_path / "retrain"
     code = main(["retrain", "--data", str(teacher.directory), "--genotype",
                  str(run / "genotype.json"), "--warm-start", str(run), "--out", str(out),

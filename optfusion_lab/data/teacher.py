@@ -134,3 +134,23 @@ def score_genotype(found: Genotype, truth: Genotype = TEACHER_GENOTYPE) -> Genot
     both = (set(found.live_blocks()) & set(truth.live_blocks()) - {"C0"}) | {"OUT"}
     same = sum(found.choice(n).operation == truth.choice(n).operation for n in both)
     return GenotypeScore(agreement, precision, recall, same / len(both))
+
+
+def teacher_split_auc(data_meta: dict, split_arrays, rows: int, seed: int, split: str = "test"):
+    """The teacher's own AUC on one split of its prepared file: the ceiling for a student.
+
+    ``data_meta`` and ``split_arrays`` (features, labels) come from the prepared teacher file
+    (``PreparedData.meta`` and ``.arrays(split)``); ``rows`` and ``seed`` are the ones the file
+    was generated with. The labels are checked against the regenerated ones, so a mismatch
+    between file and parameters is an error, not a wrong number.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    from .prepare import SPLITS, split_assignment
+
+    data = generate_teacher(rows, seed)
+    in_split = split_assignment(rows, data_meta["seed"]) == SPLITS.index(split)
+    labels = np.asarray(split_arrays[1])
+    if not np.array_equal(data.labels[in_split].astype(np.float32), labels):
+        raise ValueError("these prepared rows were not generated with this rows/seed")
+    return float(roc_auc_score(labels, data.logits[in_split]))
