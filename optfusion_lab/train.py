@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from optfusion_lab import __version__
 from optfusion_lab.data.dataset import PreparedData
 from optfusion_lab.data.loader import BatchLoader
+from optfusion_lab.distributed import distributed_rank_and_size, is_main_process
 from optfusion_lab.models import ModelConfig, build_model
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -356,6 +357,7 @@ class FitResult:
     samples_per_second: float  # training samples / train_seconds
     num_parameters: int
     device: str
+    interrupted: bool = False  # stopped by KeyboardInterrupt: best weights so far, no test
 
     def scalars(self) -> dict[str, float | int | str]:
         """Every field but the history."""
@@ -380,6 +382,9 @@ def fit(
     cfg: TrainConfig,
     callbacks: Sequence[Callback] = (),
     optimizer: Optimizer | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    fingerprint: Mapping | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data``'s train split with early stopping on valid AUC; test the best.
 
@@ -389,6 +394,19 @@ def fit(
     default :func:`make_optimizer` (the one-shot search passes a :class:`JointOptimizer`); its
     parameter groups need a ``name``. Every parameter in ``model.state_dict()`` (architecture
     parameters included) is restored from the best epoch.
+
+    With ``checkpoint``, the whole loop state (weights, optimizer, best epoch so far, history,
+    callback states that define ``state_dict``, RNG states, epoch) is written there atomically
+    after every epoch, readable with ``torch.load(weights_only=True)``; ``resume=True`` continues
+    from it (on CPU the result is identical to an uninterrupted run). ``fingerprint`` (plain JSON
+    values: data and options) is stored with it, and resuming with another fingerprint is a
+    ValueError. A KeyboardInterrupt after at least one epoch restores the best weights so far and
+    returns a result with ``interrupted=True`` (no test evaluation); the checkpoint stays.
+
+    Under ``torch.distributed`` (launched by torchrun, see :mod:`optfusion_lab.distributed`)
+    the model is wrapped in DistributedDataParallel, each rank trains on its shard of the data,
+    every rank evaluates the whole validation split (identical models, identical decisions), and
+    only rank 0 writes the checkpoint.
     Raises :class:`TrainingDivergedError` when the loss becomes NaN or infinite.
     """
     _check_data(data)
@@ -397,9 +415,90 @@ def fit(
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     try:
-        return _fit(model, data, cfg, device, tuple(callbacks), optimizer)
+        return _fit(model, data, cfg, device, tuple(callbacks), optimizer,
+                    Path(checkpoint) if checkpoint else None, resume, dict(fingerprint or {}))
     finally:
         torch.set_num_threads(previous_threads)
+
+
+CHECKPOINT_FORMAT = "optfusion-checkpoint"
+
+
+@dataclass
+class LoopState:
+    """Everything of the training loop that a checkpoint must carry between epochs."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    rows: list = dataclasses.field(default_factory=list)  # per-epoch history rows
+    best_auc: float = -math.inf
+    best_epoch: int = 0
+    best_state: dict | None = None  # state_dict of the best epoch
+    epochs_without_gain: int = 0
+    train_seconds: float = 0.0
+    samples: int = 0  # training samples seen, all ranks together
+
+    def finished(self, cfg: TrainConfig) -> bool:
+        return self.epoch >= cfg.epochs or self.epochs_without_gain >= cfg.patience
+
+
+def _rng_state() -> dict:
+    numpy_state = np.random.get_state()  # noqa: NPY002 (the legacy global RNG seed_everything sets)
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)),
+                  *numpy_state[2:]],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }  # fmt: skip
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))  # noqa: NPY002
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def save_checkpoint(path: Path, model, optimizer, loop: LoopState, callbacks, fingerprint) -> None:
+    """Write the loop state atomically (rank 0 only under torch.distributed)."""
+    if not is_main_process():
+        return
+    cpu = lambda state: {k: v.detach().cpu() for k, v in state.items()}  # noqa: E731
+    document = {
+        "format": CHECKPOINT_FORMAT,
+        "version": 1,
+        "fingerprint": fingerprint,
+        "loop": {**dataclasses.asdict(dataclasses.replace(loop, best_state=None)),
+                 "best_state": cpu(loop.best_state) if loop.best_state else None},
+        "model": cpu(model.state_dict()),
+        "optimizer": optimizer.state_dict(),
+        "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in callbacks],
+        "rng": _rng_state(),
+    }  # fmt: skip
+    _write_atomic(path, lambda p: torch.save(document, p))
+
+
+def load_checkpoint(path: Path, fingerprint: Mapping) -> dict:
+    """Read a checkpoint (no code can run: ``weights_only=True``) and check its fingerprint."""
+    try:
+        document = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file
+        raise ValueError(f"{path}: not a readable checkpoint ({exc})") from exc
+    if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not an optfusion-lab checkpoint")
+    stored = document["fingerprint"]
+    if stored != dict(fingerprint):
+        keys = sorted(k for k in set(stored) | set(fingerprint) if stored.get(k) !=
+                      fingerprint.get(k))  # fmt: skip
+        details = "; ".join(f"{k}: {stored.get(k)!r} then, {fingerprint.get(k)!r} now"
+                            for k in keys[:4])  # fmt: skip
+        raise ValueError(f"{path}: the checkpoint was written with other data or options "
+                         f"({details}); start a new run directory or drop --resume")  # fmt: skip
+    return document
 
 
 def _fit(
@@ -409,11 +508,21 @@ def _fit(
     device: torch.device,
     callbacks: tuple[Callback, ...],
     optimizer: Optimizer | None,
+    checkpoint: Path | None,
+    resume: bool,
+    fingerprint: dict,
 ) -> FitResult:
     seed_everything(cfg.seed)
     model.to(device)
     optimizer = optimizer if optimizer is not None else make_optimizer(model, cfg)
     learning_rates = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    rank, world_size = distributed_rank_and_size()
+    trained = model
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
+                                          else None)  # fmt: skip
 
     x_train, y_train = data.arrays("train")
     loader = BatchLoader(
@@ -424,16 +533,31 @@ def _fit(
         seed=cfg.seed,
         device=device,
         on_device=cfg.data_on_device and device.type == "cuda",
+        rank=rank,
+        world_size=world_size,
     )
     x_valid, y_valid = data.arrays("valid")
     x_valid = _as_tensor(x_valid)
     steps_per_epoch = len(loader)
     needs_loss = any(cb.needs_loss for cb in callbacks)
 
+    loop = LoopState()
+    if resume and checkpoint is not None and checkpoint.is_file():
+        document = load_checkpoint(checkpoint, fingerprint)
+        model.load_state_dict(document["model"])
+        optimizer.load_state_dict(document["optimizer"])
+        loop = LoopState(**document["loop"])
+        for cb, state in zip(callbacks, document["callbacks"], strict=False):
+            if state is not None and hasattr(cb, "load_state_dict"):
+                cb.load_state_dict(state)
+        _set_rng_state(document["rng"])
+        if loop.best_state is not None:
+            loop.best_state = {k: v.to(device) for k, v in loop.best_state.items()}
+
     # Non-finite loss detection without a per-step sync: flag and first bad step live on device.
     bad = torch.zeros((), dtype=torch.bool, device=device)
     first_bad = torch.zeros((), dtype=torch.long, device=device)
-    step_counter = torch.zeros((), dtype=torch.long, device=device)
+    step_counter = torch.full((), loop.step, dtype=torch.long, device=device)
 
     def check_finite() -> None:
         if bool(bad):  # the only sync of the step loop
@@ -441,115 +565,101 @@ def _fit(
             epoch, batch = (step - 1) // steps_per_epoch + 1, (step - 1) % steps_per_epoch + 1
             raise TrainingDivergedError(step, epoch, batch, learning_rates)
 
-    rows = []
-    best_auc, best_epoch, best_state = -math.inf, 0, None
-    epochs_without_gain = 0
-    step = 0
-    train_seconds = 0.0
-    samples = 0
-    for epoch in range(1, cfg.epochs + 1):
-        epoch_started = time.perf_counter()
-        loader.set_epoch(epoch - 1)
-        model.train()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        _synchronize(device)
-        train_started = time.perf_counter()
-        bar = tqdm(
-            loader,
-            total=steps_per_epoch,
-            desc=f"epoch {epoch}/{cfg.epochs}",
-            leave=False,
-            disable=not cfg.progress,
-        )
-        for x, y in bar:
-            with _autocast(device, cfg.amp):
-                logits = model(x)  # (B,)
-            loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    interrupted = False
+    try:
+        while not loop.finished(cfg):
+            epoch = loop.epoch + 1
+            epoch_started = time.perf_counter()
+            loader.set_epoch(epoch - 1)
+            model.train()
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            _synchronize(device)
+            train_started = time.perf_counter()
+            bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}",
+                       leave=False, disable=not cfg.progress or rank != 0)  # fmt: skip
+            for x, y in bar:
+                with _autocast(device, cfg.amp):
+                    logits = trained(x)  # (B,)
+                loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
 
-            step += 1
-            step_counter += 1
-            value = loss.detach()
-            nonfinite = ~torch.isfinite(value)
-            first_bad = torch.where(nonfinite & ~bad, step_counter, first_bad)
-            bad |= nonfinite
-            loss_sum += value.double() * len(y)
-            if step % cfg.nan_check_every == 0:
-                check_finite()
-            if callbacks:
-                state = TrainState(
-                    model,
-                    epoch,
-                    step,
-                    steps_per_epoch,
-                    loss=float(value) if needs_loss else None,
-                )
-                for cb in callbacks:
-                    cb.on_step(state)
-        bar.close()
-        _synchronize(device)
-        epoch_train_seconds = time.perf_counter() - train_started
-        check_finite()
-        train_seconds += epoch_train_seconds
-        samples += loader.num_rows
+                loop.step += 1
+                step_counter += 1
+                value = loss.detach()
+                nonfinite = ~torch.isfinite(value)
+                first_bad = torch.where(nonfinite & ~bad, step_counter, first_bad)
+                bad |= nonfinite
+                loss_sum += value.double() * len(y)
+                if loop.step % cfg.nan_check_every == 0:
+                    check_finite()
+                if callbacks:
+                    state = TrainState(model, epoch, loop.step, steps_per_epoch,
+                                       loss=float(value) if needs_loss else None)  # fmt: skip
+                    for cb in callbacks:
+                        cb.on_step(state)
+            bar.close()
+            _synchronize(device)
+            epoch_train_seconds = time.perf_counter() - train_started
+            check_finite()
+            loop.train_seconds += epoch_train_seconds
+            loop.samples += loader.num_rows * world_size
 
-        metrics = evaluate(model, x_valid, y_valid, cfg.eval_batch_size, device, cfg.amp)
-        train_loss = float(loss_sum) / max(1, loader.num_rows)
-        improved = metrics["auc"] > best_auc
-        if improved:
-            best_auc, best_epoch = metrics["auc"], epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            epochs_without_gain = 0
-        else:
-            epochs_without_gain += 1
-        rows.append(
-            {
+            metrics = evaluate(model, x_valid, y_valid, cfg.eval_batch_size, device, cfg.amp)
+            train_loss = float(loss_sum) / max(1, loader.num_rows)
+            improved = metrics["auc"] > loop.best_auc
+            if improved:
+                loop.best_auc, loop.best_epoch = metrics["auc"], epoch
+                loop.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                loop.epochs_without_gain = 0
+            else:
+                loop.epochs_without_gain += 1
+            loop.rows.append({
                 "epoch": epoch,
                 "train_loss": train_loss,
                 "valid_auc": metrics["auc"],
                 "valid_logloss": metrics["logloss"],
                 "seconds": time.perf_counter() - epoch_started,
                 "train_seconds": epoch_train_seconds,
-            }
-        )
-        if cfg.progress:
-            tqdm.write(
-                f"epoch {epoch}: train loss {train_loss:.5f}, valid AUC {metrics['auc']:.5f}, "
-                f"LogLoss {metrics['logloss']:.5f}" + (" *" if improved else "")
-            )
-        state = TrainState(
-            model,
-            epoch,
-            step,
-            steps_per_epoch,
-            train_loss=train_loss,
-            valid_auc=metrics["auc"],
-            valid_logloss=metrics["logloss"],
-            best_epoch=best_epoch,
-            best_valid_auc=best_auc,
-        )
-        for cb in callbacks:
-            cb.on_epoch_end(state)
-        if epochs_without_gain >= cfg.patience:
-            break
+            })  # fmt: skip
+            loop.epoch = epoch
+            if cfg.progress and rank == 0:
+                tqdm.write(
+                    f"epoch {epoch}: train loss {train_loss:.5f}, valid AUC {metrics['auc']:.5f}, "
+                    f"LogLoss {metrics['logloss']:.5f}" + (" *" if improved else "")
+                )
+            state = TrainState(model, epoch, loop.step, steps_per_epoch, train_loss=train_loss,
+                               valid_auc=metrics["auc"], valid_logloss=metrics["logloss"],
+                               best_epoch=loop.best_epoch, best_valid_auc=loop.best_auc)
+            for cb in callbacks:
+                cb.on_epoch_end(state)
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, model, optimizer, loop, callbacks, fingerprint)
+    except KeyboardInterrupt:
+        if loop.best_state is None:
+            raise
+        interrupted = True  # keep the best state so far usable (notebooks)
 
-    assert best_state is not None  # at least one epoch ran
-    model.load_state_dict(best_state)
-    x_test, y_test = data.arrays("test")
-    test = evaluate(model, x_test, y_test, cfg.eval_batch_size, device, cfg.amp)
+    assert loop.best_state is not None  # at least one epoch ran
+    model.load_state_dict(loop.best_state)
+    test = {"auc": math.nan, "logloss": math.nan}
+    if not interrupted:
+        x_test, y_test = data.arrays("test")
+        test = evaluate(model, x_test, y_test, cfg.eval_batch_size, device, cfg.amp)
     return FitResult(
-        history=pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)),
-        best_epoch=best_epoch,
-        best_valid_auc=best_auc,
+        history=pd.DataFrame(loop.rows, columns=list(HISTORY_COLUMNS)),
+        best_epoch=loop.best_epoch,
+        best_valid_auc=loop.best_auc,
         test_auc=test["auc"],
         test_logloss=test["logloss"],
-        epochs_run=len(rows),
-        train_seconds=train_seconds,
-        samples_per_second=samples / train_seconds if train_seconds > 0 else math.inf,
+        epochs_run=len(loop.rows),
+        train_seconds=loop.train_seconds,
+        samples_per_second=(loop.samples / loop.train_seconds if loop.train_seconds > 0
+                            else math.inf),  # fmt: skip
         num_parameters=count_parameters(model),
         device=str(device),
+        interrupted=interrupted,
     )
 
 
