@@ -106,6 +106,7 @@ def _train_config(base, args, lr_l2: tuple[float, float]):
 
 def run_search(args: argparse.Namespace) -> int:
     from .data.dataset import PreparedData
+    from .distributed import init_from_env, is_main_process
     from .models.supernet import SupernetConfig
     from .presets import get_search_preset
     from .search import SearchConfig, search, write_search_run
@@ -134,6 +135,7 @@ def run_search(args: argparse.Namespace) -> int:
         design=args.design,
     )
     resolve_device(train_cfg.device)
+    init_from_env()  # under torchrun: join the process group (one process per GPU)
     try:
         result = search(data, supernet_cfg, train_cfg, search_cfg)
     except TrainingDivergedError as exc:
@@ -147,6 +149,8 @@ def run_search(args: argparse.Namespace) -> int:
         metadata["score_against_truth"] = score_genotype(
             result.genotype, Genotype.load(args.truth)
         ).to_dict()
+    if not is_main_process():
+        return 0
     write_search_run(args.out, result, data, supernet_cfg, train_cfg, search_cfg, metadata)
     fit = result.fit
     print(result.genotype)
@@ -168,6 +172,7 @@ def _search_config_near(genotype_path: Path, warm_start: Path | None) -> dict | 
 
 def run_retrain(args: argparse.Namespace) -> int:
     from .data.dataset import PreparedData
+    from .distributed import init_from_env, is_main_process
     from .models.genotype import Genotype
     from .presets import get_search_preset
     from .search import load_warm_start, retrain
@@ -193,12 +198,15 @@ def run_retrain(args: argparse.Namespace) -> int:
     warm = load_warm_start(args.warm_start, data) if args.warm_start is not None else None
     seeds = list(args.seeds) if args.seeds else list(DEFAULT_SEEDS)
     resolve_device(train_cfg.device)
+    init_from_env()
     try:
         _, summary = retrain(data, genotype, train_cfg, seeds, selection=args.selection,
                              warm_start=warm, out_dir=args.out, metadata=metadata)  # fmt: skip
     except TrainingDivergedError as exc:
         print(f"optfusion-lab retrain: error: {exc}", file=sys.stderr)
         return 1
+    if not is_main_process():
+        return 0
     init = "warm start" if warm is not None else "from scratch"
     print(format_train_summary(f"optfusion-{args.selection} ({init})", data.meta["dataset"],
                                preset_name, seeds, summary, args.out))  # fmt: skip

@@ -171,14 +171,20 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; asking for cuda without one is a ValueError."""
+    """``auto`` -> cuda when available, else cpu; asking for cuda without one is a ValueError.
+
+    CUDA resolves to the current device (``cuda:LOCAL_RANK`` under torchrun, see
+    :func:`optfusion_lab.distributed.init_from_env`).
+    """
     if name not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {name!r}")
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but CUDA is not available; use --device cpu")
-    return torch.device(name)
+    return torch.device("cuda", torch.cuda.current_device()) if name == "cuda" else torch.device(
+        "cpu"
+    )
 
 
 def embedding_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -465,8 +471,6 @@ def _set_rng_state(state: dict) -> None:
 
 def save_checkpoint(path: Path, model, optimizer, loop: LoopState, callbacks, fingerprint) -> None:
     """Write the loop state atomically (rank 0 only under torch.distributed)."""
-    if not is_main_process():
-        return
     cpu = lambda state: {k: v.detach().cpu() for k, v in state.items()}  # noqa: E731
     document = {
         "format": CHECKPOINT_FORMAT,
@@ -816,7 +820,12 @@ def write_json(path: Path, document: Mapping) -> None:
 
 
 def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Write ``path`` through a temporary file in the same directory, then ``os.replace``."""
+    """Write ``path`` through a temporary file in the same directory, then ``os.replace``.
+
+    Under torch.distributed only rank 0 writes; the other ranks skip every run file.
+    """
+    if not is_main_process():
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:

@@ -123,9 +123,11 @@ def run_train(args: argparse.Namespace) -> int:
     )
     seeds = list(args.seeds) if args.seeds else list(DEFAULT_SEEDS)
 
+    from optfusion_lab.distributed import init_from_env, is_main_process
     from optfusion_lab.train import TrainingDivergedError, resolve_device, run_seeds
 
     resolve_device(train_cfg.device)  # fail before training when cuda is missing
+    init_from_env()  # under torchrun: join the process group (one process per GPU)
     try:
         _, summary = run_seeds(
             model_name,
@@ -139,8 +141,9 @@ def run_train(args: argparse.Namespace) -> int:
     except TrainingDivergedError as exc:
         print(f"optfusion-lab train: error: {exc}", file=sys.stderr)
         return 1
-    print(format_train_summary(model_name, data.meta["dataset"], preset.name, seeds, summary,
-                               args.out))
+    if is_main_process():
+        print(format_train_summary(model_name, data.meta["dataset"], preset.name, seeds, summary,
+                                   args.out))
     return 0
 
 
