@@ -1,51 +1,87 @@
-"""One-shot OptFusion search, derivation and retraining.
+"""OptFusion search (one-shot, sequential, bilevel), derivation and retraining.
 
-The search is the paper's method (DESIGN.md section 3): single-level and joint. Every training
-batch gives one loss and one backward pass; then the weight optimizer (Adam, embedding and
-network groups, coupled L2) and the architecture optimizer (Adam over alpha and beta, ``arch_lr``,
-no weight decay) both step. It *is* training with two optimizers, so it runs through
-:func:`optfusion_lab.train.fit`: validation after every epoch, early stopping (patience 1 by
-default), and the weights, alpha and beta of the best validation epoch are restored before the
-genotype is derived. Where we differ from the reference: batches are reshuffled every epoch by
-default (``TrainConfig.shuffle=False`` gives the stored order), PROD multiplies active inputs
-only, and derived models prune dead nodes (see :mod:`optfusion_lab.models.supernet`).
+Every algorithm trains through :func:`optfusion_lab.train.fit`: validation after every epoch,
+early stopping on validation AUC (patience 1 by default), and the weights, alpha and beta of the
+best validation epoch restored before the genotype is derived. :func:`search` is the one entry
+point; ``SearchConfig.algorithm`` picks the algorithm (DESIGN.md section 3):
 
-:class:`ArchitectureHistory` records alpha and softmax(beta) every ``history_every`` steps and at
-every epoch end as a tidy frame, and passes each new snapshot to listeners, so a notebook can
-plot the search live without touching the loop.
+- ``one-shot`` (the paper's method): single-level and joint. Every training batch gives one loss
+  and one backward pass; then the weight optimizer (Adam, embedding and network groups, coupled
+  L2) and the architecture optimizer (Adam over alpha and beta, ``arch_lr``, no weight decay)
+  both step (a :class:`~optfusion_lab.train.JointOptimizer`). One phase, named ``one-shot``.
+- ``sequential`` (the paper's ablation): phase ``connections`` learns alpha with every node's
+  operation fixed to ADD (:meth:`FusionNetwork.fix_operation`; beta is in no optimizer and keeps
+  its value); phase ``operations`` then learns beta with alpha frozen (in no optimizer). Each
+  phase is a full :func:`fit` with its own epoch budget (``TrainConfig.epochs``), early stopping
+  and fresh optimizers, and starts from the previous phase's best epoch. A phase with nothing to
+  learn is skipped: a fixed design (``SearchConfig.design``) has no connections to learn, and a
+  single candidate operation has no operation to choose (it is then also the one used in the
+  first phase); with both there is nothing to search, which is a ValueError.
+- ``bilevel`` (a teaching contrast, DARTS first order): the weights step on training batches in
+  :func:`fit`; after every weight step :class:`BilevelArchitectureStep` takes the next
+  *validation* batch and steps alpha and beta on its loss alone. Model selection (early
+  stopping) uses the same validation split, so the supernet's validation AUC is optimistic here;
+  its test metrics are not. One phase, named ``bilevel``.
+
+The fixed single-operation ablation is ``SupernetConfig(operations=("prod",))`` and the
+fixed-edge searches are ``SearchConfig(design="parallel" | "stacked")``; both combine with every
+algorithm. Where we differ from the reference: batches are reshuffled every epoch by default
+(``TrainConfig.shuffle=False`` gives the stored order), PROD multiplies active inputs only, and
+derived models prune dead nodes (see :mod:`optfusion_lab.models.supernet`).
+
+:class:`ArchitectureHistory` records alpha and the operation weights every ``history_every``
+steps, at every phase start and at every epoch end as a tidy frame, and passes each new snapshot
+to listeners, so a notebook can plot the search live without touching the loop.
+
+Genotype stability over seeds (:func:`search_seeds`, :func:`stability_summary`): per candidate
+edge, the share of seeds in which it is active and live; per fusion node, the share of seeds in
+which it is live and, among those, how often each operation wins.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
+import json
+import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
+from torch import nn
 
 from .data.dataset import PreparedData
-from .models.genotype import DESIGNS, Genotype
+from .data.loader import BatchLoader
+from .models.genotype import DESIGNS, FusionGraph, Genotype
 from .models.supernet import FusionNetwork, SupernetConfig, supernet_state_for
+from .train import HISTORY_COLUMNS as EPOCH_COLUMNS
 from .train import (
     Callback,
     FitResult,
     JointOptimizer,
     TrainConfig,
     TrainState,
+    _autocast,
     _write_atomic,
     fit,
     fit_seeds,
     make_optimizer,
+    resolve_device,
     save_state_dict,
     seed_everything,
     write_json,
     write_run,
 )
 
-HISTORY_COLUMNS = ("step", "epoch", "when", "kind", "node", "input", "operation", "value")
+ALGORITHMS = ("one-shot", "sequential", "bilevel")
+SEQUENTIAL_FIXED_OPERATION = "add"  # the operation of every node while sequential learns edges
+# Tidy architecture history: one row per alpha (kind "alpha": node = dst, input = src) or per
+# operation weight (kind "weight": node, operation) at one record of one phase.
+HISTORY_COLUMNS = ("phase", "step", "epoch", "when", "kind", "node", "input", "operation", "value")
 
 
 @dataclass(frozen=True)
@@ -53,8 +89,9 @@ class SearchConfig:
     """Settings of the search itself (the supernet and training have their own configs)."""
 
     arch_lr: float = 0.1  # Adam learning rate of alpha and beta (reference 0.3/0.1/0.01)
-    history_every: int = 20  # record alpha/softmax(beta) every this many steps (and per epoch)
+    history_every: int = 20  # record alpha/operation weights every this many steps (and epochs)
     design: str | None = None  # None: learn the edges; "parallel" or "stacked": fixed edges
+    algorithm: str = "one-shot"  # one-shot (the paper's), sequential (ablation) or bilevel
 
     def __post_init__(self):
         if self.arch_lr <= 0:
@@ -63,55 +100,161 @@ class SearchConfig:
             raise ValueError(f"history_every must be >= 1, got {self.history_every}")
         if self.design is not None and self.design not in DESIGNS:
             raise ValueError(f"unknown design {self.design!r}; choose one of {list(DESIGNS)}")
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"unknown search algorithm {self.algorithm!r}; choose one of "
+                             f"{', '.join(ALGORITHMS)}")  # fmt: skip
 
 
-def architecture_rows(net: FusionNetwork, step: int, epoch: int, when: str) -> list[dict]:
-    """Tidy rows of the current alpha (one per edge) and softmax(beta) (one per node and op)."""
+# ---------------------------------------------------------------- architecture history
+
+
+def architecture_rows(
+    net: FusionNetwork, phase: str, step: int, epoch: int, when: str
+) -> list[dict]:
+    """Tidy rows (``HISTORY_COLUMNS``) of the current alpha (one per edge, search mode only) and
+    operation weights (one per node and operation: softmax(beta), or one-hot while an operation
+    is fixed, i.e. what the network mixes with)."""
     graph = net.graph
     alpha = net.alpha.detach().cpu().tolist() if net.mode == "search" else None
     weights = net.operation_weights().detach().cpu().tolist()
-    rows = []
+    records = []
     if alpha is not None:
         for (src, dst), a in zip(graph.edges, alpha, strict=True):
-            rows.append({"step": step, "epoch": epoch, "when": when, "kind": "alpha",
-                         "node": dst, "input": src, "operation": "", "value": a})  # fmt: skip
+            records.append(("alpha", dst, src, "", a))
     for node, row in zip(graph.fusion_nodes, weights, strict=True):
         for op, w in zip(net.cfg.operations, row, strict=True):
-            rows.append({"step": step, "epoch": epoch, "when": when, "kind": "weight",
-                         "node": node, "input": "", "operation": op, "value": w})  # fmt: skip
-    return rows
+            records.append(("weight", node, "", op, w))
+    return [dict(zip(HISTORY_COLUMNS, (phase, step, epoch, when, *r), strict=True))
+            for r in records]  # fmt: skip
 
 
 class ArchitectureHistory(Callback):
-    """Records alpha and softmax(beta) during a search (one device-to-host copy per record).
+    """Records alpha and the operation weights during a search (one device-to-host copy each).
 
-    ``listeners`` are called with each new snapshot (a tidy DataFrame) as it is recorded.
+    Call :meth:`start_phase` before each phase's :func:`fit`: it records the exact starting
+    architecture (``when="start"``). ``step`` counts optimizer steps since the search began
+    (across phases, so a plot over steps shows the whole search); ``epoch`` is the epoch within
+    its phase. ``listeners`` are called with each new snapshot (a tidy DataFrame).
     """
 
     def __init__(self, every: int, listeners: Sequence[Callable[[pd.DataFrame], None]] = ()):
         self.every = every
         self.listeners = tuple(listeners)
         self.rows: list[dict] = []
+        self.phase = ""
+        self.offset = 0  # steps taken by the phases before this one
+        self.steps = 0  # steps taken so far, all phases
 
     def record(self, net: FusionNetwork, step: int, epoch: int, when: str) -> None:
-        rows = architecture_rows(net, step, epoch, when)
+        rows = architecture_rows(net, self.phase, step, epoch, when)
         self.rows += rows
         if self.listeners:
             snapshot = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
             for listener in self.listeners:
                 listener(snapshot)
 
+    def start_phase(self, net: FusionNetwork, phase: str) -> None:
+        self.phase, self.offset = phase, self.steps
+        self.record(net, self.steps, 0, "start")
+
     def on_step(self, state: TrainState) -> None:
-        if state.step == 1:
-            self.record(state.model, 0, state.epoch, "step")  # close to the initial state
+        self.steps = self.offset + state.step
         if state.step % self.every == 0:
-            self.record(state.model, state.step, state.epoch, "step")
+            self.record(state.model, self.steps, state.epoch, "step")
 
     def on_epoch_end(self, state: TrainState) -> None:
-        self.record(state.model, state.step, state.epoch, "epoch")
+        self.steps = self.offset + state.step
+        self.record(state.model, self.steps, state.epoch, "epoch")
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=list(HISTORY_COLUMNS))
+
+    # A fit checkpoint keeps the history with it (see optfusion_lab.train.fit).
+    def state_dict(self) -> dict:
+        return {"rows": list(self.rows), "phase": self.phase, "offset": self.offset,
+                "steps": self.steps}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = list(state["rows"])
+        self.phase, self.offset, self.steps = state["phase"], state["offset"], state["steps"]
+
+
+# ---------------------------------------------------------------- bilevel architecture step
+
+
+def batch_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool = False):
+    """The training objective on one batch: BCE with logits (as in :func:`fit`)."""
+    with _autocast(x.device, amp):
+        logits = model(x)  # (B,)
+    return nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
+
+
+class BilevelArchitectureStep(Callback):
+    """First-order DARTS: after every weight step, one architecture step on a validation batch.
+
+    ``on_step`` takes the next batch of ``valid_loader`` (cycling through reshuffled passes),
+    zeroes the architecture gradients, backpropagates the validation loss into the architecture
+    parameters only (``backward(inputs=...)``), and steps ``arch_optimizer`` (Adam over
+    ``arch_parameters()``). The zeroing matters: the training backward of :func:`fit` also
+    reaches alpha and beta (they require grad), and without it their ``.grad`` would hold
+    training plus validation gradients. The weight gradients are untouched by this backward
+    (and :func:`fit` zeroes them before its next step anyway). Under torch.distributed every
+    rank draws the same validation batches, so the architecture stays identical across ranks.
+    """
+
+    def __init__(
+        self, valid_loader: BatchLoader, arch_optimizer: torch.optim.Optimizer, amp: bool = False
+    ):
+        self.loader = valid_loader
+        self.arch_optimizer = arch_optimizer
+        self.amp = amp
+        self.arch_parameters = [p for g in arch_optimizer.param_groups for p in g["params"]]
+        self.passes = 0  # passes over the validation split begun so far
+        self.taken = 0  # batches taken in the current pass
+        self._batches: Iterator | None = None
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next validation batch (features (B, F), labels (B,)) on the training device."""
+        while True:
+            if self._batches is None:
+                self.loader.set_epoch(self.passes)
+                self._batches, self.passes, self.taken = iter(self.loader), self.passes + 1, 0
+            batch = next(self._batches, None)
+            if batch is not None:
+                self.taken += 1
+                return batch
+            self._batches = None
+
+    def on_step(self, state: TrainState) -> None:
+        x, y = self.next_batch()
+        self.arch_optimizer.zero_grad(set_to_none=True)  # drop the training batch's gradients
+        loss = batch_loss(state.model, x, y, self.amp)
+        loss.backward(inputs=self.arch_parameters)
+        self.arch_optimizer.step()
+
+    # A fit checkpoint keeps the optimizer and the position in the validation passes.
+    def state_dict(self) -> dict:
+        return {"arch_optimizer": self.arch_optimizer.state_dict(), "passes": self.passes,
+                "taken": self.taken}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        self.arch_optimizer.load_state_dict(state["arch_optimizer"])
+        self.passes, self.taken, self._batches = state["passes"], state["taken"], None
+        if self.passes > 0:  # continue the pass that was running where it stopped
+            self.loader.set_epoch(self.passes - 1)
+            self._batches = itertools.islice(iter(self.loader), self.taken, None)
+
+
+def validation_loader(data: PreparedData, train_cfg: TrainConfig) -> BatchLoader:
+    """Shuffled batches of the validation split on the training device (bilevel search)."""
+    device = resolve_device(train_cfg.device)
+    x, y = data.arrays("valid")
+    on_device = train_cfg.data_on_device and device.type == "cuda"
+    return BatchLoader(x, y, train_cfg.batch_size, shuffle=True, seed=train_cfg.seed,
+                       device=device, on_device=on_device)  # fmt: skip
+
+
+# ---------------------------------------------------------------- search
 
 
 @dataclass
@@ -120,9 +263,58 @@ class SearchResult:
 
     network: FusionNetwork
     genotype: Genotype
-    history: pd.DataFrame  # tidy alpha / softmax(beta) history (see HISTORY_COLUMNS)
-    fit: FitResult  # epochs, validation and test metrics of the supernet at its best epoch
+    history: pd.DataFrame  # tidy alpha / operation-weight history (see HISTORY_COLUMNS)
+    fit: FitResult  # the final phase: epochs, validation and test metrics at its best epoch
     search_seconds: float  # wall time of the whole search, evaluation included
+    algorithm: str = "one-shot"  # SearchConfig.algorithm
+    phases: dict[str, FitResult] = dataclasses.field(default_factory=dict)  # in run order
+
+
+@dataclass(frozen=True)
+class SearchPhase:
+    """One :func:`fit` of a search: which architecture parameters it learns, and how."""
+
+    name: str
+    learned: tuple[nn.Parameter, ...]  # the architecture parameters this phase optimises
+    fixed_operation: str | None = None  # every node mixes with this operation alone (or None)
+
+
+def search_phases(net: FusionNetwork, algorithm: str) -> list[SearchPhase]:
+    """The phases of ``algorithm`` on ``net`` (see the module docstring)."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown search algorithm {algorithm!r}; choose one of "
+                         f"{', '.join(ALGORITHMS)}")  # fmt: skip
+    if algorithm != "sequential":
+        return [SearchPhase(algorithm, tuple(net.arch_parameters()))]
+    operations = net.cfg.operations
+    phases = []
+    if net.mode == "search":  # learned edges; a fixed design has no connections to learn
+        if len(operations) > 1 and SEQUENTIAL_FIXED_OPERATION not in operations:
+            raise ValueError(
+                f"the sequential search learns connections with {SEQUENTIAL_FIXED_OPERATION} "
+                f"fixed, which is not among the operations {operations}"
+            )
+        fixed = SEQUENTIAL_FIXED_OPERATION if len(operations) > 1 else None
+        phases.append(SearchPhase("connections", (net.alpha,), fixed))
+    if len(operations) > 1:  # a single operation leaves nothing to choose
+        phases.append(SearchPhase("operations", (net.beta,)))
+    if not phases:
+        raise ValueError("the sequential search has nothing to learn: the edges are a fixed "
+                         "design and there is a single operation")  # fmt: skip
+    return phases
+
+
+@contextlib.contextmanager
+def _frozen(parameters: Sequence[nn.Parameter]):
+    """``requires_grad=False`` for ``parameters`` inside the block (restored afterwards)."""
+    previous = [p.requires_grad for p in parameters]
+    for p in parameters:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(parameters, previous, strict=True):
+            p.requires_grad_(flag)
 
 
 def build_supernet(
@@ -131,8 +323,6 @@ def build_supernet(
     """A search supernet for ``data``, or a fixed-edges one for a hand-made ``design``."""
     if design is None:
         return FusionNetwork(data.num_features, data.num_fields, cfg)
-    from .models.genotype import FusionGraph
-
     edges = DESIGNS[design](FusionGraph(cfg.num_layers))
     return FusionNetwork(data.num_features, data.num_fields, cfg, mode="fixed-edges", edges=edges)
 
@@ -144,31 +334,177 @@ def search(
     search_cfg: SearchConfig = SearchConfig(),  # noqa: B008 (frozen dataclass)
     callbacks: Sequence[Callback] = (),
     listeners: Sequence[Callable[[pd.DataFrame], None]] = (),
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    fingerprint: dict | None = None,
 ) -> SearchResult:
-    """Run the one-shot search on ``data``; return the best epoch's supernet and genotype.
+    """Run ``search_cfg.algorithm`` on ``data``; return the best epoch's supernet and genotype.
 
-    ``callbacks`` see every step and epoch (as in :func:`~optfusion_lab.train.fit`);
-    ``listeners`` receive every new alpha/beta snapshot (for live plots).
+    ``callbacks`` see every step and epoch of every phase (as in :func:`~optfusion_lab.train.fit`;
+    ``state.step`` starts again at 1 in each phase); ``listeners`` receive every new
+    alpha/operation-weight snapshot (for live plots).
+
+    With ``checkpoint_dir`` every phase checkpoints after each epoch (``checkpoint.pt``, or
+    ``checkpoint-<phase>.pt`` for the two phases of ``sequential``); ``resume`` continues from
+    them (finished phases are reloaded, not rerun), and ``fingerprint`` guards against resuming
+    with other data or options (see :func:`optfusion_lab.train.fit`).
     """
     started = time.perf_counter()
     seed_everything(train_cfg.seed)
     net = build_supernet(data, supernet_cfg, search_cfg.design)
-    arch_optimizer = torch.optim.Adam(
-        [{"name": "architecture", "params": net.arch_parameters(), "lr": search_cfg.arch_lr,
-          "weight_decay": 0.0}]
-    )  # fmt: skip
-    optimizer = JointOptimizer(
-        make_optimizer(net, train_cfg, net.weight_parameters()), arch_optimizer
-    )
+    plan = search_phases(net, search_cfg.algorithm)
     history = ArchitectureHistory(search_cfg.history_every, listeners)
-    result = fit(net, data, train_cfg, [history, *callbacks], optimizer=optimizer)
+    phases: dict[str, FitResult] = {}
+    for phase in plan:
+        arch_optimizer = torch.optim.Adam(
+            [{"name": "architecture", "params": list(phase.learned), "lr": search_cfg.arch_lr,
+              "weight_decay": 0.0}]
+        )  # fmt: skip
+        weight_optimizer = make_optimizer(net, train_cfg, net.weight_parameters())
+        if search_cfg.algorithm == "bilevel":
+            step = BilevelArchitectureStep(validation_loader(data, train_cfg), arch_optimizer,
+                                           train_cfg.amp)  # fmt: skip
+            optimizer, steps = weight_optimizer, [step]
+        else:
+            optimizer, steps = JointOptimizer(weight_optimizer, arch_optimizer), []
+        learned = {id(p) for p in phase.learned}
+        resting = [p for p in net.arch_parameters() if id(p) not in learned]
+        net.fix_operation(phase.fixed_operation)
+        history.start_phase(net, phase.name)
+        checkpoint = None
+        if checkpoint_dir is not None:
+            name = "checkpoint.pt" if len(plan) == 1 else f"checkpoint-{phase.name}.pt"
+            checkpoint = Path(checkpoint_dir) / name
+        try:
+            with _frozen(resting):  # in no optimizer: no gradient is even computed
+                result = fit(net, data, train_cfg, [*steps, history, *callbacks], optimizer,
+                             checkpoint=checkpoint, resume=resume, fingerprint=fingerprint)
+        finally:
+            net.fix_operation(None)
+        phases[phase.name] = result
+        if result.interrupted:  # Ctrl-C: keep what the interrupted phase reached
+            break
     return SearchResult(
         network=net,
         genotype=net.genotype(),
         history=history.frame(),
         fit=result,
         search_seconds=time.perf_counter() - started,
+        algorithm=search_cfg.algorithm,
+        phases=phases,
     )
+
+
+# ---------------------------------------------------------------- seeds and stability
+
+
+def search_seeds(
+    data: PreparedData,
+    supernet_cfg: SupernetConfig,
+    train_cfg: TrainConfig,
+    search_cfg: SearchConfig,
+    seeds: Sequence[int],
+    *,
+    callbacks: Sequence[Callback] = (),
+    listeners: Sequence[Callable[[pd.DataFrame], None]] = (),
+    on_result: Callable[[int, SearchResult], None] | None = None,
+) -> tuple[list[SearchResult], dict]:
+    """One :func:`search` per seed (``train_cfg.seed`` replaced by each); return the results, in
+    seed order, and the :func:`stability_summary` of their genotypes.
+
+    Nothing is written: ``on_result(seed, result)`` runs after each seed (e.g. to write
+    ``RUN_DIR/seed_<s>`` with :func:`write_search_run`, so finished seeds are on disk early).
+    Each supernet is then moved to the CPU, so the accelerator holds one supernet at a time.
+    """
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("search_seeds needs at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {seeds}")
+    results = []
+    for seed in seeds:
+        cfg = dataclasses.replace(train_cfg, seed=seed)
+        result = search(data, supernet_cfg, cfg, search_cfg, callbacks, listeners)
+        if on_result is not None:
+            on_result(seed, result)
+        result.network.to("cpu")
+        results.append(result)
+    return results, stability_summary([r.genotype for r in results], seeds)
+
+
+def stability_summary(genotypes: Sequence[Genotype], seeds: Sequence[int] | None = None) -> dict:
+    """How stable the derived architecture is over searches (e.g. one per seed).
+
+    Returns ``{"num_genotypes", "seeds", "edges", "operations"}`` with two tidy frames:
+
+    - ``edges``: one row per candidate edge of the graph, ``edge`` ("src->dst"),
+      ``active_share`` (alpha > 0) and ``live_share`` (active and carrying signal from E to OUT,
+      :meth:`Genotype.live_edges`) over the genotypes;
+    - ``operations``: one row per fusion node and operation, ``live_share`` (the share of
+      genotypes in which the node is live: OUT always is) and ``win_share`` (among those, the
+      share in which the operation is the node's argmax; NaN when the node is never live).
+    """
+    genotypes = list(genotypes)
+    if not genotypes:
+        raise ValueError("stability_summary needs at least one genotype")
+    first = genotypes[0]
+    for g in genotypes[1:]:
+        if (g.num_layers, g.operations) != (first.num_layers, first.operations):
+            raise ValueError(
+                "genotypes to compare must share the graph and the operations; got "
+                f"{first.num_layers} layers {first.operations} and {g.num_layers} layers "
+                f"{g.operations}"
+            )
+    if seeds is not None and len(seeds) != len(genotypes):
+        raise ValueError(f"{len(seeds)} seeds for {len(genotypes)} genotypes")
+    n = len(genotypes)
+    active = [set(g.edges) for g in genotypes]
+    live = [set(g.live_edges()) for g in genotypes]
+    edges = pd.DataFrame(
+        [{"edge": f"{src}->{dst}",
+          "active_share": sum((src, dst) in a for a in active) / n,
+          "live_share": sum((src, dst) in a for a in live) / n}
+         for src, dst in first.graph.edges],
+        columns=["edge", "active_share", "live_share"],
+    )  # fmt: skip
+    rows = []
+    for node in first.graph.fusion_nodes:
+        winners = [g.choice(node).operation for g in genotypes
+                   if node == "OUT" or node in g.live_blocks()]  # fmt: skip
+        for op in first.operations:
+            win_share = winners.count(op) / len(winners) if winners else math.nan
+            rows.append({"node": node, "operation": op, "live_share": len(winners) / n,
+                         "win_share": win_share})  # fmt: skip
+    operations = pd.DataFrame(rows, columns=["node", "operation", "live_share", "win_share"])
+    return {"num_genotypes": n, "seeds": list(seeds) if seeds is not None else None,
+            "edges": edges, "operations": operations}  # fmt: skip
+
+
+def write_stability(out_dir: str | Path, stability: dict) -> dict:
+    """Write ``stability_edges.csv``, ``stability_operations.csv`` and ``stability.json`` (both
+    frames as records, NaN as null) of a :func:`stability_summary`; return the JSON document."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    edges, operations = stability["edges"], stability["operations"]
+    _write_atomic(out / "stability_edges.csv", lambda p: edges.to_csv(p, index=False))
+    _write_atomic(out / "stability_operations.csv", lambda p: operations.to_csv(p, index=False))
+
+    def records(frame: pd.DataFrame) -> list[dict]:
+        return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+                for r in frame.to_dict(orient="records")]  # fmt: skip
+
+    document = {
+        "format": "optfusion-stability",
+        "num_genotypes": stability["num_genotypes"],
+        "seeds": stability["seeds"],
+        "edges": records(edges),
+        "operations": records(operations),
+    }
+    write_json(out / "stability.json", document)
+    return document
+
+
+# ---------------------------------------------------------------- run directory
 
 
 def write_search_run(
@@ -183,10 +519,12 @@ def write_search_run(
     """Write a search run directory; return its result document (``metadata["preset"]``, if
     any, is also kept in config.json for retraining defaults).
 
-    ``genotype.json``, ``history.csv`` (tidy alpha/softmax(beta)), ``epochs.csv`` (per-epoch
-    metrics), ``config.json`` (every config, as ``asdict``), ``supernet.pt`` (best-epoch weights,
-    alpha and beta, for warm starts) and ``result.json`` (the supernet's metrics at its best
-    epoch, in the shape of ``optfusion-lab train``'s result file, plus search seconds).
+    ``genotype.json``, ``history.csv`` (tidy alpha/operation weights, ``HISTORY_COLUMNS``),
+    ``epochs.csv`` (per-epoch metrics of every phase, with a ``phase`` column), ``config.json``
+    (every config, as ``asdict``: the algorithm is ``search.algorithm``), ``supernet.pt``
+    (best-epoch weights, alpha and beta, for warm starts) and ``result.json`` (the supernet's
+    metrics at the final phase's best epoch, in the shape of ``optfusion-lab train``'s result
+    file, plus ``algorithm``, per-phase metrics ``phases`` and search seconds).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -195,15 +533,45 @@ def write_search_run(
     save_state_dict(result.network.state_dict(), out / "supernet.pt")
     config = search_config_document(data, supernet_cfg, train_cfg, search_cfg)
     config["preset"] = (metadata or {}).get("preset")
+    config["fingerprint"] = search_fingerprint(data, supernet_cfg, train_cfg, search_cfg)
     write_json(out / "config.json", config)
-    description = {"model": "optfusion-supernet", "model_config": config["supernet"],
+    description = {"model": "optfusion-supernet", "algorithm": result.algorithm,
+                   "model_config": config["supernet"],
                    "search_config": config["search"]}  # fmt: skip
     document = write_run(out, [train_cfg.seed], [result.fit], description, data, train_cfg,
                          metadata, history_name="epochs.csv")  # fmt: skip
+    # write_run wrote the final phase's epochs; epochs.csv keeps every phase instead.
+    phases = result.phases or {result.algorithm: result.fit}
+    epochs = pd.concat(
+        [r.history.assign(phase=name, seed=train_cfg.seed) for name, r in phases.items()],
+        ignore_index=True,
+    )[["phase", "seed", *EPOCH_COLUMNS]]
+    _write_atomic(out / "epochs.csv", lambda p: epochs.to_csv(p, index=False))
+    document["phases"] = [{"phase": name, **r.scalars()} for name, r in phases.items()]
     document["search_seconds"] = round(result.search_seconds, 3)
+    resumed = [r.resumed_from_epoch for r in phases.values() if r.resumed_from_epoch is not None]
+    document["resumed_from_epoch"] = resumed[-1] if resumed else None
     document["genotype"] = result.genotype.to_dict()
     write_json(out / "result.json", document)
     return document
+
+
+def search_fingerprint(
+    data: PreparedData, supernet_cfg: SupernetConfig, train_cfg: TrainConfig, search_cfg
+) -> dict:
+    """What a resumed search must share with its checkpoint: the data and every option that
+    changes the result (progress bars, threads and the device may change). Plain JSON values."""
+    train = {k: v for k, v in asdict(train_cfg).items() if k not in ("progress", "threads",
+                                                                       "device")}  # fmt: skip
+    document = {
+        "data_sha256": data.meta.get("source", {}).get("sha256"),
+        "num_features": data.num_features,
+        "num_fields": data.num_fields,
+        "supernet": asdict(supernet_cfg),
+        "train": train,
+        "search": asdict(search_cfg),
+    }
+    return json.loads(json.dumps(document))
 
 
 def search_config_document(
@@ -230,8 +598,6 @@ def load_warm_start(run_dir: str | Path, data: PreparedData) -> dict:
     config_path, weights = run_dir / "config.json", run_dir / "supernet.pt"
     if not config_path.is_file() or not weights.is_file():
         raise FileNotFoundError(f"{run_dir}: not a search run (config.json/supernet.pt missing)")
-    import json
-
     config = json.loads(config_path.read_text())
     if (config["num_features"], config["num_fields"]) != (data.num_features, data.num_fields):
         raise ValueError(

@@ -12,25 +12,19 @@ import sys
 from pathlib import Path
 
 from .presets import SEARCH_PRESETS
-from .train_cli import DEFAULT_SEEDS, _plain_arguments, format_train_summary
+from .train_cli import DEFAULT_SEEDS, _plain_arguments, add_loop_arguments, format_train_summary
 
 OPERATION_NAMES = ("add", "prod", "concat", "att")  # the order of beta's columns
+# The search algorithms (optfusion_lab.search.ALGORITHMS; repeated here so that building the
+# parser does not import torch; a test checks they agree).
+ALGORITHM_NAMES = ("one-shot", "sequential", "bilevel")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path, metavar="DIR",
                    help="a dataset prepared by `optfusion-lab prepare`")
     p.add_argument("--out", required=True, type=Path, metavar="RUN_DIR")
-    p.add_argument("--epochs", type=int, metavar="N", help="maximum number of epochs")
-    p.add_argument("--batch-size", type=int, metavar="N")
-    p.add_argument("--lr", type=float, metavar="X", help="weight learning rate (both groups)")
-    p.add_argument("--l2", type=float, metavar="X", help="weight L2 (both groups)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
-    p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
-    p.add_argument("--no-shuffle", action="store_true",
-                   help="keep the stored order every epoch (the reference's)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")  # fmt: skip
+    add_loop_arguments(p)
 
 
 def add_search_parser(subparsers) -> argparse.ArgumentParser:
@@ -59,7 +53,17 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--arch-lr", type=float, metavar="X", help="Adam lr of alpha and beta")
     p.add_argument("--history-every", type=int, default=20, metavar="N",
                    help="record alpha/beta every N steps (default 20)")
+    p.add_argument("--algorithm", choices=ALGORITHM_NAMES, default="one-shot",
+                   help="one-shot (the paper's joint search, default), sequential (edges with "
+                   "ADD fixed, then operations with edges frozen) or bilevel (first-order DARTS: "
+                   "architecture steps on validation batches)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", metavar="S",
+                   help="one search per seed into RUN_DIR/seed_<s>/, plus a stability summary "
+                   "(how often each edge is live and each operation wins across seeds)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from RUN_DIR's checkpoint (written after every epoch); on a "
+                   "finished run it changes nothing")
     p.add_argument("--truth", type=Path, metavar="GENOTYPE",
                    help="score the found genotype against a known one (the teacher's)")
     p.set_defaults(func=run_search)
@@ -105,12 +109,14 @@ def _train_config(base, args, lr_l2: tuple[float, float]):
 
 
 def run_search(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from .data.dataset import PreparedData
     from .distributed import init_from_env, is_main_process
     from .models.supernet import SupernetConfig
     from .presets import get_search_preset
-    from .search import SearchConfig, search, write_search_run
-    from .train import TrainConfig, TrainingDivergedError, resolve_device
+    from .search import SearchConfig, stability_summary, write_stability
+    from .train import TrainConfig, resolve_device
 
     data = PreparedData.open(args.data)
     name = args.preset or (data.meta["dataset"] if data.meta["dataset"] in SEARCH_PRESETS
@@ -133,34 +139,76 @@ def run_search(args: argparse.Namespace) -> int:
         arch_lr=args.arch_lr if args.arch_lr is not None else preset.arch_lr,
         history_every=args.history_every,
         design=args.design,
+        algorithm=args.algorithm,
     )
     resolve_device(train_cfg.device)
     init_from_env()  # under torchrun: join the process group (one process per GPU)
+    metadata = {"preset": name, "arguments": _plain_arguments(args)}
+    if not args.seeds:
+        return _search_one(args, args.out, data, supernet_cfg, train_cfg, search_cfg, metadata)[0]
+    genotypes = []
+    for seed in args.seeds:
+        seed_cfg = dataclasses.replace(train_cfg, seed=seed)
+        code, genotype = _search_one(args, args.out / f"seed_{seed}", data, supernet_cfg,
+                                     seed_cfg, search_cfg, metadata)  # fmt: skip
+        if code != 0:
+            return code
+        genotypes.append(genotype)
+    if is_main_process():
+        stability = stability_summary(genotypes, list(args.seeds))
+        write_stability(args.out, stability)
+        print(f"stability over seeds {list(args.seeds)} -> {args.out}/stability.json")
+        print(stability["edges"].to_string(index=False, max_rows=60))
+    return 0
+
+
+def _search_one(args, out: Path, data, supernet_cfg, train_cfg, search_cfg, metadata):
+    """One search into ``out`` (with checkpoints and --resume); (exit code, genotype)."""
+    from .distributed import is_main_process
+    from .models.genotype import Genotype
+    from .search import search, search_fingerprint, write_search_run
+    from .train import TrainingDivergedError
+
+    fingerprint = search_fingerprint(data, supernet_cfg, train_cfg, search_cfg)
+    if args.resume and (out / "result.json").is_file():
+        config = json.loads((out / "config.json").read_text())
+        if config.get("fingerprint") != fingerprint:
+            raise ValueError(f"{out}: this finished search used other data or options; "
+                             "drop --resume or choose another --out")  # fmt: skip
+        if is_main_process():
+            print(f"{out}: the search finished already; nothing to resume")
+        return 0, Genotype.load(out / "genotype.json")
+    out.mkdir(parents=True, exist_ok=True)
     try:
-        result = search(data, supernet_cfg, train_cfg, search_cfg)
+        result = search(data, supernet_cfg, train_cfg, search_cfg, checkpoint_dir=out,
+                        resume=args.resume, fingerprint=fingerprint)  # fmt: skip
     except TrainingDivergedError as exc:
         print(f"optfusion-lab search: error: {exc}", file=sys.stderr)
-        return 1
-    metadata = {"preset": name, "arguments": _plain_arguments(args)}
+        return 1, None
+    if result.fit.interrupted:
+        print(f"optfusion-lab search: interrupted; the checkpoint in {out} keeps every finished "
+              "epoch: continue with --resume", file=sys.stderr)  # fmt: skip
+        return 130, None
+    if not is_main_process():
+        return 0, result.genotype
     if args.truth is not None:
         from .data.teacher import score_genotype
-        from .models.genotype import Genotype
 
-        metadata["score_against_truth"] = score_genotype(
-            result.genotype, Genotype.load(args.truth)
-        ).to_dict()
-    if not is_main_process():
-        return 0
-    write_search_run(args.out, result, data, supernet_cfg, train_cfg, search_cfg, metadata)
+        metadata = {**metadata, "score_against_truth": score_genotype(
+            result.genotype, Genotype.load(args.truth)).to_dict()}  # fmt: skip
+    write_search_run(out, result, data, supernet_cfg, train_cfg, search_cfg, metadata)
     fit = result.fit
     print(result.genotype)
     if args.truth is not None:
         score = metadata["score_against_truth"]
         print("against the truth: " + ", ".join(f"{k} {v:.3f}" for k, v in score.items()))
-    print(f"supernet: best valid AUC {fit.best_valid_auc:.5f} (epoch {fit.best_epoch}), "
-          f"test AUC {fit.test_auc:.5f}, LogLoss {fit.test_logloss:.5f}, "
-          f"{result.search_seconds:.1f} s -> {args.out}/")  # fmt: skip
-    return 0
+    resumed = ""
+    if fit.resumed_from_epoch is not None:
+        resumed = f", resumed after epoch {fit.resumed_from_epoch}"
+    print(f"supernet ({search_cfg.algorithm}{resumed}): best valid AUC "
+          f"{fit.best_valid_auc:.5f} (epoch {fit.best_epoch}), test AUC {fit.test_auc:.5f}, "
+          f"LogLoss {fit.test_logloss:.5f}, {result.search_seconds:.1f} s -> {out}/")  # fmt: skip
+    return 0, result.genotype
 
 
 def _search_config_near(genotype_path: Path, warm_start: Path | None) -> dict | None:

@@ -364,6 +364,7 @@ class FitResult:
     num_parameters: int
     device: str
     interrupted: bool = False  # stopped by KeyboardInterrupt: best weights so far, no test
+    resumed_from_epoch: int | None = None  # epochs already done in the checkpoint resumed from
 
     def scalars(self) -> dict[str, float | int | str]:
         """Every field but the history."""
@@ -546,11 +547,13 @@ def _fit(
     needs_loss = any(cb.needs_loss for cb in callbacks)
 
     loop = LoopState()
+    resumed_from_epoch = None
     if resume and checkpoint is not None and checkpoint.is_file():
         document = load_checkpoint(checkpoint, fingerprint)
         model.load_state_dict(document["model"])
         optimizer.load_state_dict(document["optimizer"])
         loop = LoopState(**document["loop"])
+        resumed_from_epoch = loop.epoch
         for cb, state in zip(callbacks, document["callbacks"], strict=False):
             if state is not None and hasattr(cb, "load_state_dict"):
                 cb.load_state_dict(state)
@@ -664,6 +667,7 @@ def _fit(
         num_parameters=count_parameters(model),
         device=str(device),
         interrupted=interrupted,
+        resumed_from_epoch=resumed_from_epoch,
     )
 
 

@@ -38,25 +38,30 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                    help="run directory to write (created if needed)")
     p.add_argument("--preset", metavar="NAME",
                    help=f"one of: {', '.join(PRESETS)} (default: the data's dataset preset)")
-    p.add_argument("--epochs", type=int, metavar="N", help="maximum number of epochs")
     p.add_argument("--seeds", type=int, nargs="+", metavar="S",
                    help=f"one run per seed (default: {' '.join(map(str, DEFAULT_SEEDS))})")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="auto picks cuda when available (default auto)")
-    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
-    p.add_argument("--batch-size", type=int, metavar="N")
     p.add_argument("--embed-dim", type=int, metavar="N",
                    help="embedding dim D (preset MLP widths d = F*D follow it)")
     p.add_argument("--cross-layers", type=int, metavar="N")
     p.add_argument("--mlp", type=int, nargs="+", metavar="W", help="MLP widths")
+    add_loop_arguments(p)
+    p.set_defaults(func=run_train)
+    return p
+
+
+def add_loop_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of the training loop shared by train, search and retrain."""
+    p.add_argument("--epochs", type=int, metavar="N", help="maximum number of epochs")
+    p.add_argument("--batch-size", type=int, metavar="N")
     p.add_argument("--lr", type=float, metavar="X", help="learning rate of both groups")
     p.add_argument("--l2", type=float, metavar="X", help="L2 (Adam weight_decay) of both groups")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto picks cuda when available (default auto)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
     p.add_argument("--no-shuffle", action="store_true",
                    help="keep the stored order every epoch (the reference's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=run_train)
-    return p
 
 
 def add_predict_parser(subparsers) -> argparse.ArgumentParser:

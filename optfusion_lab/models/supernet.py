@@ -12,7 +12,9 @@
 - ``soft``: as ``hard`` but every operation is kept and mixed with the fixed softmax(beta)
   weights of the genotype.
 
-The fixed single-operation ablation (ADD-only, ...) is ``search`` with one operation.
+The fixed single-operation ablation (ADD-only, ...) is ``search`` with one operation. A search
+network can also mix every node with one fixed operation for a while, leaving beta untouched
+(:meth:`FusionNetwork.fix_operation`; the sequential search learns its connections so, with ADD).
 
 Semantics shared by every mode (where we deliberately differ from the reference code):
 
@@ -159,6 +161,10 @@ class FusionNetwork(nn.Module):
         elif mode == "soft":
             weights = [list(genotype.choice(n).weights) for n in self.fusions]
             self.register_buffer("soft_weights", torch.tensor(weights))
+        # Search modes: None mixes with softmax(beta); an operation's name mixes every node with
+        # that operation alone (one-hot weights). Set it with fix_operation(); not saved in
+        # state_dict, since it is a phase of a search, not part of the architecture.
+        self.fixed_operation: str | None = None
 
     @classmethod
     def from_genotype(
@@ -197,8 +203,28 @@ class FusionNetwork(nn.Module):
             return straight_through_gate(self.alpha)
         return self.edge_mask
 
+    def fix_operation(self, name: str | None) -> None:
+        """Mix every fusion node with operation ``name`` alone; ``None`` goes back to softmax(beta).
+
+        While an operation is fixed, :meth:`operation_weights` is one-hot on it, so beta takes
+        no part in the forward pass: it receives no gradient and keeps its value. The genotype
+        is still derived from beta (:meth:`genotype`), so release the operation before deriving.
+        """
+        if self.mode not in ("search", "fixed-edges"):
+            raise ValueError(f"a {self.mode!r} network has no operations to fix")
+        if name is not None and name not in self.cfg.operations:
+            raise ValueError(
+                f"cannot fix operation {name!r}: the candidates are {self.cfg.operations}"
+            )
+        self.fixed_operation = name
+
     def operation_weights(self) -> torch.Tensor:
-        """(fusion nodes, operations) mixing weights: softmax(beta) in search modes."""
+        """(fusion nodes, operations) mixing weights: softmax(beta) in search modes, or one-hot
+        on the fixed operation (see :meth:`fix_operation`)."""
+        if self.fixed_operation is not None:
+            one_hot = torch.zeros_like(self.beta, requires_grad=False)  # (fusion nodes, ops)
+            one_hot[:, self.cfg.operations.index(self.fixed_operation)] = 1.0
+            return one_hot
         return torch.softmax(self.beta, dim=-1)
 
     def genotype(self) -> Genotype:
