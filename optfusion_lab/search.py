@@ -65,14 +65,14 @@ from .train import (
     JointOptimizer,
     TrainConfig,
     TrainState,
-    _autocast,
-    _write_atomic,
+    autocast,
     fit,
     fit_seeds,
     make_optimizer,
     resolve_device,
     save_state_dict,
     seed_everything,
+    write_atomic,
     write_json,
     write_run,
 )
@@ -184,7 +184,7 @@ class ArchitectureHistory(Callback):
 
 def batch_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool = False):
     """The training objective on one batch: BCE with logits (as in :func:`fit`)."""
-    with _autocast(x.device, amp):
+    with autocast(x.device, amp):
         logits = model(x)  # (B,)
     return nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
 
@@ -486,8 +486,8 @@ def write_stability(out_dir: str | Path, stability: dict) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     edges, operations = stability["edges"], stability["operations"]
-    _write_atomic(out / "stability_edges.csv", lambda p: edges.to_csv(p, index=False))
-    _write_atomic(out / "stability_operations.csv", lambda p: operations.to_csv(p, index=False))
+    write_atomic(out / "stability_edges.csv", lambda p: edges.to_csv(p, index=False))
+    write_atomic(out / "stability_operations.csv", lambda p: operations.to_csv(p, index=False))
 
     def records(frame: pd.DataFrame) -> list[dict]:
         return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
@@ -529,7 +529,7 @@ def write_search_run(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result.genotype.save(out / "genotype.json")
-    _write_atomic(out / "history.csv", lambda p: result.history.to_csv(p, index=False))
+    write_atomic(out / "history.csv", lambda p: result.history.to_csv(p, index=False))
     save_state_dict(result.network.state_dict(), out / "supernet.pt")
     config = search_config_document(data, supernet_cfg, train_cfg, search_cfg)
     config["preset"] = (metadata or {}).get("preset")
@@ -546,7 +546,7 @@ def write_search_run(
         [r.history.assign(phase=name, seed=train_cfg.seed) for name, r in phases.items()],
         ignore_index=True,
     )[["phase", "seed", *EPOCH_COLUMNS]]
-    _write_atomic(out / "epochs.csv", lambda p: epochs.to_csv(p, index=False))
+    write_atomic(out / "epochs.csv", lambda p: epochs.to_csv(p, index=False))
     document["phases"] = [{"phase": name, **r.scalars()} for name, r in phases.items()]
     document["search_seconds"] = round(result.search_seconds, 3)
     resumed = [r.resumed_from_epoch for r in phases.values() if r.resumed_from_epoch is not None]

@@ -273,7 +273,7 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _autocast(device: torch.device, amp: bool):
+def autocast(device: torch.device, amp: bool):
     if amp and device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -311,7 +311,7 @@ def predict_proba(
         logits = []
         for start in range(0, len(x), batch_size):
             batch = x[start : start + batch_size].to(device, non_blocking=True)
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 logits.append(model(batch).float())  # (B,)
         if not logits:
             return np.zeros(0, dtype=np.float64)
@@ -484,7 +484,7 @@ def save_checkpoint(path: Path, model, optimizer, loop: LoopState, callbacks, fi
         "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in callbacks],
         "rng": _rng_state(),
     }  # fmt: skip
-    _write_atomic(path, lambda p: torch.save(document, p))
+    write_atomic(path, lambda p: torch.save(document, p))
 
 
 def load_checkpoint(path: Path, fingerprint: Mapping) -> dict:
@@ -585,7 +585,7 @@ def _fit(
             bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}",
                        leave=False, disable=not cfg.progress or rank != 0)  # fmt: skip
             for x, y in bar:
-                with _autocast(device, cfg.amp):
+                with autocast(device, cfg.amp):
                     logits = trained(x)  # (B,)
                 loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
                 optimizer.zero_grad(set_to_none=True)
@@ -770,8 +770,8 @@ def write_run(
     history = pd.concat(
         [r.history.assign(seed=s) for s, r in zip(seeds, results, strict=True)], ignore_index=True
     )[["seed", *HISTORY_COLUMNS]]
-    _write_atomic(out / history_name, lambda p: history.to_csv(p, index=False))
-    _write_atomic(out / "seeds.csv", lambda p: frame.to_csv(p, index=False))
+    write_atomic(out / history_name, lambda p: history.to_csv(p, index=False))
+    write_atomic(out / "seeds.csv", lambda p: frame.to_csv(p, index=False))
     document = result_document(description, data, train_cfg, seeds, frame, summary, metadata)
     write_json(out / "result.json", document)
     return document
@@ -820,10 +820,10 @@ def result_document(
 def write_json(path: Path, document: Mapping) -> None:
     """Write ``document`` as indented JSON, atomically."""
     text = json.dumps(document, indent=2) + "\n"
-    _write_atomic(Path(path), lambda p: p.write_text(text))
+    write_atomic(Path(path), lambda p: p.write_text(text))
 
 
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Write ``path`` through a temporary file in the same directory, then ``os.replace``.
 
     Under torch.distributed only rank 0 writes; the other ranks skip every run file.
@@ -843,7 +843,7 @@ def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
 def save_state_dict(state: Mapping[str, torch.Tensor], path: str | Path) -> None:
     """Save a state_dict (moved to CPU) atomically; ``torch.load(weights_only=True)`` reads it."""
     cpu_state = {k: v.detach().cpu() for k, v in state.items()}
-    _write_atomic(Path(path), lambda p: torch.save(cpu_state, p))
+    write_atomic(Path(path), lambda p: torch.save(cpu_state, p))
 
 
 def model_config_from_dict(values: Mapping) -> ModelConfig:
