@@ -46,7 +46,8 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--shallow", choices=("cross", "crossv2", "cin"), default="cross")
     p.add_argument("--operations", default=",".join(OPERATION_NAMES), metavar="OPS",
                    help="comma-separated candidate operations (default add,prod,concat,att); "
-                   "one operation gives the fixed-operation ablation")
+                   "one operation gives the fixed-operation ablation; att-lite is a cheaper ATT "
+                   "(rank-32 attention nets) for large d")
     p.add_argument("--design", choices=("parallel", "stacked"),
                    help="fix the edges to a hand-made design and learn the operations only")
     p.add_argument("--alpha-init", type=float, default=0.5, metavar="X")

@@ -289,3 +289,17 @@ def test_single_operation_search_has_a_trivial_beta():
     assert net.beta.shape == (7, 1)
     assert torch.all(net.operation_weights() == 1)
     assert all(n.operation == "prod" for n in net.genotype().nodes)
+
+
+def test_low_rank_attention_option_is_cheaper_and_derives_exactly():
+    def count(ops):
+        net = FusionNetwork(N, F, SupernetConfig(embed_dim=20, operations=ops))  # d = 100
+        return sum(p.numel() for p in net.parameters())
+
+    assert count(("add", "prod", "concat", "att-lite")) < 0.6 * count(OPERATIONS)
+    lite = supernet(0, operations=("add", "prod", "concat", "att-lite"))
+    ops = [3] * 7  # att-lite everywhere
+    set_arch(lite, random_alpha(lite, 5), ops)
+    derived = FusionNetwork.from_genotype(lite.genotype(), N, F, "hard")
+    derived.load_state_dict(supernet_state_for(derived, lite.state_dict()))
+    torch.testing.assert_close(derived(ids(7)), lite(ids(7)), rtol=1e-5, atol=1e-6)

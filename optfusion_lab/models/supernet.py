@@ -303,7 +303,7 @@ def supernet_state_for(derived: FusionNetwork, supernet_state: dict) -> dict:
         if parts[0] == "fusions":
             node, op = parts[1], parts[3]
             keep = [graph.candidates(node).index(s) for s in derived.inputs[node]]
-            if op == "att":  # fusions.N.ops.att.attention.<j>.<...>: renumber to live inputs
+            if parts[4] == "attention":  # fusions.N.ops.<att>.attention.<j>...: live inputs
                 parts[5] = str(keep[int(parts[5])])
                 source_key = ".".join(parts)
             elif op == "concat" and parts[-1] == "weight":  # (d, k*d) -> live input blocks
