@@ -252,4 +252,4 @@ def test_inner_product_against_double_loop(batch):
     assert out.shape == (batch, F * (F - 1) // 2) == (batch, ip.output_dim)
     torch.testing.assert_close(out, expected)
     assert len(list(ip.parameters())) == 0
-    assert {name for name, _ in ip.named_buffers()} == {"row", "col"}
+    assert {name for name, _ in ip.named_buffers()} == {"pair_index"}

@@ -19,22 +19,22 @@ class FMInteraction(nn.Module):
 class InnerProduct(nn.Module):
     """All pairwise inner products ``<v_i, v_j>`` for i < j, in row-major order of (i, j).
 
-    Input: (B, F, D). Output: (B, F*(F-1)/2). The pair indices are a buffer built once from
-    ``num_fields``, so ``forward`` is a gather, with no loop over fields.
+    Input: (B, F, D). Output: (B, F*(F-1)/2). ``forward`` computes the Gram matrix ``V V^T``
+    with one batched matmul and gathers its upper triangle through an index buffer built once
+    from ``num_fields``: no loop over fields, and no (B, P, D) intermediate.
     """
 
     def __init__(self, num_fields: int):
         super().__init__()
         self.num_fields = num_fields
         pairs = torch.triu_indices(num_fields, num_fields, offset=1)  # (2, P)
-        self.register_buffer("row", pairs[0], persistent=False)
-        self.register_buffer("col", pairs[1], persistent=False)
+        # position of (i, j) in the flattened (F, F) Gram matrix
+        self.register_buffer("pair_index", pairs[0] * num_fields + pairs[1], persistent=False)
 
     @property
     def output_dim(self) -> int:
         return self.num_fields * (self.num_fields - 1) // 2
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        v_i = v[:, self.row]  # (B, P, D)
-        v_j = v[:, self.col]  # (B, P, D)
-        return (v_i * v_j).sum(dim=-1)  # (B, P)
+        gram = torch.bmm(v, v.transpose(1, 2))  # (B, F, F): <v_i, v_j>
+        return gram.flatten(start_dim=1)[:, self.pair_index]  # (B, F*F) -> (B, P)
