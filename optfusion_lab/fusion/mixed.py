@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from optfusion_lab.fusion.ops import OPERATIONS, build_operation, stack_inputs
+from optfusion_lab.fusion.ops import OPERATIONS, build_operation, gate_inputs
 
 
 class MixedFusion(nn.Module):
@@ -24,6 +24,7 @@ class MixedFusion(nn.Module):
         if len(set(operations)) != len(operations):
             raise ValueError(f"duplicate operations: {tuple(operations)}")
         self.operations = tuple(operations)
+        self.num_inputs, self.dim = num_inputs, dim
         self.ops = nn.ModuleDict(
             {name: build_operation(name, num_inputs, dim) for name in operations}
         )
@@ -38,11 +39,12 @@ class MixedFusion(nn.Module):
             raise ValueError(
                 f"expected weights of shape ({len(self.operations)},), got {tuple(weights.shape)}"
             )
-        x = stack_inputs(inputs)  # (k, B, d), stacked once for all operations
+        # Gate once for all operations: (k, B, d) inputs times their 0/1 gates.
+        gated, g, any_active = gate_inputs(inputs, gates, self.num_inputs, self.dim)
         out = 0
         for w, op in zip(weights, self.ops.values(), strict=True):
-            out = out + w * op(x, gates)  # (B, d)
-        return out
+            out = out + w * op.fuse(gated, g)  # (B, d)
+        return out * any_active
 
 
 class StraightThroughGate(torch.autograd.Function):

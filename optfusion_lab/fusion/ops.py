@@ -27,6 +27,25 @@ def stack_inputs(inputs: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.stack(list(inputs))  # (k, B, d)
 
 
+def gate_inputs(
+    inputs: torch.Tensor | Sequence[torch.Tensor], gates: torch.Tensor, num_inputs: int, dim: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check shapes and gate the inputs once: (``g_j * x_j`` (k, B, d), gates, any-active flag).
+
+    The flag is 1 if any input is active, else 0, as a constant for autograd (no gradient to the
+    gates through it). A mixed node gates once and shares the result among its operations.
+    """
+    x = stack_inputs(inputs)  # (k, B, d)
+    if x.dim() != 3 or x.shape[0] != num_inputs or x.shape[2] != dim:
+        raise ValueError(f"expected inputs of shape ({num_inputs}, B, {dim}), got {tuple(x.shape)}")
+    if gates.shape != (num_inputs,):
+        raise ValueError(f"expected gates of shape ({num_inputs},), got {tuple(gates.shape)}")
+    g = gates.to(x.dtype)  # (k,)
+    gated = x * g.view(-1, 1, 1)  # (k, B, d): g_j * x_j
+    any_active = (g.detach() != 0).any().to(x.dtype)
+    return gated, g, any_active
+
+
 class FusionOp(nn.Module):
     """Base class: gate the inputs, apply ``fuse``, output zeros when no gate is active."""
 
@@ -38,19 +57,7 @@ class FusionOp(nn.Module):
     def forward(
         self, inputs: torch.Tensor | Sequence[torch.Tensor], gates: torch.Tensor
     ) -> torch.Tensor:
-        x = stack_inputs(inputs)  # (k, B, d)
-        if x.dim() != 3 or x.shape[0] != self.num_inputs or x.shape[2] != self.dim:
-            raise ValueError(
-                f"expected inputs of shape ({self.num_inputs}, B, {self.dim}), got {tuple(x.shape)}"
-            )
-        if gates.shape != (self.num_inputs,):
-            raise ValueError(
-                f"expected gates of shape ({self.num_inputs},), got {tuple(gates.shape)}"
-            )
-        g = gates.to(x.dtype)  # (k,)
-        gated = x * g.view(-1, 1, 1)  # (k, B, d): g_j * x_j
-        # 1 if any input is active, else 0; a constant for autograd (no gradient to the gates).
-        any_active = (g.detach() != 0).any().to(x.dtype)
+        gated, g, any_active = gate_inputs(inputs, gates, self.num_inputs, self.dim)
         return self.fuse(gated, g) * any_active
 
     def fuse(self, gated: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
