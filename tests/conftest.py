@@ -33,3 +33,13 @@ def criteo_row(label="0", ints=None, cats=None) -> list[str]:
 def write_tsv(path: Path, rows: list[list[str]], newline: str = "\n") -> Path:
     path.write_text("".join("\t".join(r) + newline for r in rows))
     return path
+
+
+@pytest.fixture(scope="session")
+def teacher_dir(tmp_path_factory) -> Path:
+    """The embedded teacher sample, prepared once per test session."""
+    from optfusion_lab.data import PrepareConfig, prepare
+
+    out = tmp_path_factory.mktemp("teacher") / "data"
+    prepare(DATA_SAMPLES / "teacher_kdd12.tsv.gz", out, PrepareConfig("kdd12"))
+    return out

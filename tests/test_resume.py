@@ -9,19 +9,15 @@ import sys
 import time
 
 import pytest
-from conftest import DATA_SAMPLES
 
 from optfusion_lab.cli import main
-from optfusion_lab.data import PrepareConfig, prepare
 from optfusion_lab.search import ALGORITHMS
 from optfusion_lab.search_cli import ALGORITHM_NAMES
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    out = tmp_path_factory.mktemp("resume") / "teacher"
-    prepare(DATA_SAMPLES / "teacher_kdd12.tsv.gz", out, PrepareConfig("kdd12"))
-    return out
+def teacher(teacher_dir):
+    return teacher_dir
 
 
 def search_command(data, out, *extra) -> list[str]:

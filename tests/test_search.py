@@ -34,10 +34,8 @@ SEARCH = SearchConfig(arch_lr=0.1, history_every=10)
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory) -> PreparedData:
-    out = tmp_path_factory.mktemp("teacher") / "data"
-    prepare(DATA_SAMPLES / TEACHER_SAMPLE[0], out, PrepareConfig("kdd12"))
-    return PreparedData.open(out)
+def teacher(teacher_dir) -> PreparedData:
+    return PreparedData.open(teacher_dir)
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import DATA_SAMPLES
 
 from optfusion_lab import search as search_module
-from optfusion_lab.data import PrepareConfig, prepare
 from optfusion_lab.data.dataset import PreparedData
 from optfusion_lab.data.loader import BatchLoader
-from optfusion_lab.data.synthetic import TEACHER_SAMPLE
 from optfusion_lab.models.genotype import FusionGraph, Genotype
 from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig
 from optfusion_lab.search import (
@@ -99,10 +96,8 @@ class CheckedBilevelStep(BilevelArchitectureStep):
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory) -> PreparedData:
-    out = tmp_path_factory.mktemp("teacher") / "data"
-    prepare(DATA_SAMPLES / TEACHER_SAMPLE[0], out, PrepareConfig("kdd12"))
-    return PreparedData.open(out)
+def teacher(teacher_dir) -> PreparedData:
+    return PreparedData.open(teacher_dir)
 
 
 @pytest.fixture(scope="module")

@@ -106,13 +106,16 @@ class AttentionFusion(FusionOp):
     for the node, which dominates the supernet at large d (Criteo: d = 1560 gives ~4.9M per input).
     """
 
+    hidden: int | None = None  # width of the attention nets' hidden layer; None means d
+
     def __init__(self, num_inputs: int, dim: int):
         super().__init__(num_inputs, dim)
+        hidden = dim if self.hidden is None else min(self.hidden, dim)
         self.attention = nn.ModuleList(
             nn.Sequential(
-                nn.Linear(dim, dim),
+                nn.Linear(dim, hidden),
                 nn.ReLU(),
-                nn.Linear(dim, dim, bias=False),
+                nn.Linear(hidden, dim, bias=False),
                 nn.Softmax(dim=-1),
             )
             for _ in range(num_inputs)
@@ -134,20 +137,7 @@ class LowRankAttentionFusion(AttentionFusion):
     supernet. Choose it with ``--operations add,prod,concat,att-lite``.
     """
 
-    rank = 32
-
-    def __init__(self, num_inputs: int, dim: int):
-        FusionOp.__init__(self, num_inputs, dim)
-        rank = min(self.rank, dim)
-        self.attention = nn.ModuleList(
-            nn.Sequential(
-                nn.Linear(dim, rank),
-                nn.ReLU(),
-                nn.Linear(rank, dim, bias=False),
-                nn.Softmax(dim=-1),
-            )
-            for _ in range(num_inputs)
-        )
+    hidden = 32  # the rank r
 
 
 OPERATION_CLASSES: dict[str, type[FusionOp]] = {
