@@ -27,7 +27,10 @@ class CINLayer(nn.Module):
         batch, _, dim = x.shape
         z = torch.einsum("bhd,bfd->bhfd", x, x0)  # (B, H, F, D)
         z = z.reshape(batch, self.num_fields_in * self.num_fields0, dim)  # (B, H*F, D)
-        return self.conv(z)  # (B, out_size, D)
+        # The 1x1 convolution as one matmul over the H*F maps (same result, faster on CPU).
+        weight = self.conv.weight.squeeze(-1)  # (out_size, H*F)
+        out = nn.functional.linear(z.transpose(1, 2), weight, self.conv.bias)  # (B, D, out_size)
+        return out.transpose(1, 2)  # (B, out_size, D)
 
 
 class CIN(nn.Module):
