@@ -56,6 +56,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmark_support import busy_cpu_seconds, load, parse_size
+
 HERE = Path(__file__).resolve().parent
 DATA_DIR = HERE / "_data"
 DEFAULT_SIZES = (250_000, 500_000, 1_000_000)
@@ -67,22 +69,8 @@ GNU_TIME = "/usr/bin/time"
 MIB = 1 << 20
 
 
-def parse_size(text: str) -> int:
-    """``250000``, ``250k``, ``250_000`` or ``1M`` -> number of rows."""
-    text = text.strip().lower().replace("_", "").replace(",", "")
-    factor = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)
-    number = text[:-1] if factor > 1 else text
-    try:
-        rows = int(float(number) * factor)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of rows: {text!r}") from None
-    if rows <= 0:
-        raise argparse.ArgumentTypeError(f"the number of rows must be positive: {text!r}")
-    return rows
 
 
-def load() -> tuple[float, float, float]:
-    return tuple(round(x, 2) for x in os.getloadavg())
 
 
 def data_file(rows: int, seed: int, vocab_scale: float, data_dir: Path) -> Path:
@@ -101,15 +89,6 @@ def data_file(rows: int, seed: int, vocab_scale: float, data_dir: Path) -> Path:
     return path
 
 
-def _busy_cpu_seconds() -> float | None:
-    """CPU seconds all processes of the machine have used since boot (from /proc/stat)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = f.readline().split()
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def _children_cpu_seconds() -> float:
@@ -158,10 +137,10 @@ def run_prepare(path: Path, out: Path) -> dict:
     command = [sys.executable, "-m", "optfusion_lab.cli", "prepare", "--dataset", "criteo",
                "--input", str(path), "--out", str(out)]  # fmt: skip
     use_time = os.access(GNU_TIME, os.X_OK)
-    busy, cpu = _busy_cpu_seconds(), _children_cpu_seconds()
+    busy, cpu = busy_cpu_seconds(), _children_cpu_seconds()
     seconds, peak_kib, done = (_run_with_gnu_time if use_time else _run_with_polling)(command)
     cpu = _children_cpu_seconds() - cpu
-    busy = None if busy is None else _busy_cpu_seconds() - busy
+    busy = None if busy is None else busy_cpu_seconds() - busy
     # CPU the rest of the machine used meanwhile, as a share of all its cores over the run.
     others = None if busy is None else max(0.0, busy - cpu) / (seconds * (os.cpu_count() or 1))
     if done.returncode != 0:

@@ -67,6 +67,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmark_support import busy_cpu_seconds, load, parse_size
+
 HERE = Path(__file__).resolve().parent
 DATA_DIR = HERE / "_data"
 DEFAULT_ROWS = 500_000
@@ -86,8 +88,6 @@ MIB = 1 << 20
 # --- helpers shared by the parent and the workers ------------------------------------------------
 
 
-def load() -> tuple[float, float, float]:
-    return tuple(round(x, 2) for x in os.getloadavg())
 
 
 def _proc_status_kib(key: str) -> int | None:
@@ -102,29 +102,8 @@ def _proc_status_kib(key: str) -> int | None:
     return None
 
 
-def _busy_cpu_seconds() -> float | None:
-    """CPU seconds all processes of the machine have used since boot (from /proc/stat)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = f.readline().split()
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def parse_size(text: str) -> int:
-    """``500000``, ``500k``, ``500_000`` or ``1M`` -> number of rows."""
-    text = text.strip().lower().replace("_", "").replace(",", "")
-    factor = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)
-    number = text[:-1] if factor > 1 else text
-    try:
-        rows = int(float(number) * factor)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of rows: {text!r}") from None
-    if rows <= 0:
-        raise argparse.ArgumentTypeError(f"the number of rows must be positive: {text!r}")
-    return rows
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -172,7 +151,7 @@ class StepTimer:
     def __call__(self, step: int, epoch: int) -> None:
         self.marks.append((epoch, time.perf_counter(), time.process_time()))
         if step == self.warmup:
-            self.busy_start = _busy_cpu_seconds()
+            self.busy_start = busy_cpu_seconds()
             if self.profile_steps:
                 from torch.profiler import ProfilerActivity, profile
 
@@ -181,12 +160,12 @@ class StepTimer:
         timed = step - self.warmup
         if self.profiler is not None and timed >= self.profile_steps:
             self.profiler.stop()
-            self.busy_end = _busy_cpu_seconds()
+            self.busy_end = busy_cpu_seconds()
             raise StopTiming
         if timed >= self.steps and self.marks[-1][1] - self.marks[self.warmup - 1][1] >= (
             self.min_seconds
         ):
-            self.busy_end = _busy_cpu_seconds()
+            self.busy_end = busy_cpu_seconds()
             raise StopTiming
 
     def summary(self, batch_size: int) -> dict:
@@ -299,11 +278,11 @@ def run_worker(name: str, args: argparse.Namespace, data: Path, profile_steps: i
 
 def others_share_now(seconds: float = 1.0) -> float | None:
     """Share of all CPUs busy over ``seconds`` (this process sleeps meanwhile: it is others)."""
-    busy = _busy_cpu_seconds()
+    busy = busy_cpu_seconds()
     if busy is None:
         return None
     time.sleep(seconds)
-    return (_busy_cpu_seconds() - busy) / (seconds * (os.cpu_count() or 1))
+    return (busy_cpu_seconds() - busy) / (seconds * (os.cpu_count() or 1))
 
 
 def wait_quiet(max_share: float, timeout: float) -> float | None:
