@@ -419,3 +419,32 @@ def test_prepare_command_does_not_import_torch(tmp_path):
         "assert rc == 0; assert 'torch' not in sys.modules, 'torch was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_codes_spilled_to_scratch_give_the_same_dataset(tmp_path, monkeypatch):
+    import importlib
+
+    # (the package re-exports the function `prepare`, which shadows the module's name)
+    prepare_module = importlib.import_module("optfusion_lab.data.prepare")
+    reader_module = importlib.import_module("optfusion_lab.data.reader")
+
+    raw = write_tsv(tmp_path / "c.tsv", many_criteo_rows(300))
+    monkeypatch.setattr(reader_module, "BLOCK_SIZE", 4096)  # many small batches
+    prepare(raw, tmp_path / "memory", PrepareConfig("criteo"))
+    monkeypatch.setattr(prepare_module, "CODES_MEMORY_BUDGET", 1000)  # spill after one batch
+    written = []
+    original = prepare_module.CodeStore.append
+
+    def spy(self, block):
+        original(self, block)
+        written.append(self._file is not None)
+
+    monkeypatch.setattr(prepare_module.CodeStore, "append", spy)
+    prepare(raw, tmp_path / "spilled", PrepareConfig("criteo"))
+    assert len(written) > 3 and written[-1]  # several batches, and the store went to disk
+    assert not any(p.name.endswith("scratch") for p in (tmp_path / "spilled").iterdir())
+    a, b = PreparedData.open(tmp_path / "memory"), PreparedData.open(tmp_path / "spilled")
+    assert a.meta["cardinalities"] == b.meta["cardinalities"]
+    for split in ("train", "valid", "test"):
+        for x, y in zip(a.arrays(split), b.arrays(split), strict=True):
+            assert np.array_equal(x, y)

@@ -115,10 +115,10 @@ class CodeStore:
     Memory stays bounded on full-size datasets while small and medium inputs skip the disk.
     """
 
-    def __init__(self, scratch: Path, width: int, memory_budget: int = CODES_MEMORY_BUDGET):
+    def __init__(self, scratch: Path, width: int, memory_budget: int | None = None):
         self.scratch = scratch
         self.width = width  # number of fields
-        self.memory_budget = memory_budget
+        self.memory_budget = CODES_MEMORY_BUDGET if memory_budget is None else memory_budget
         self.blocks: list[np.ndarray] = []
         self.rows: list[int] = []
         self._file = None

@@ -55,8 +55,10 @@ class TokenCounter:
     def build(self, threshold: int | None) -> tuple[pa.Array, np.ndarray, list[np.ndarray]]:
         """Merge the batches; keep tokens seen at least ``threshold`` times (all if None).
 
-        Returns the kept tokens (id = position + 1, in order of first appearance), their
-        counts, and per batch the lookup table from batch codes to field ids.
+        Returns the kept tokens (id = position + 1, in the order the batch dictionaries list
+        them: first appearance, or value order for small integer fields), their counts, and per
+        batch the lookup table from batch codes to field ids. Ids are deterministic for a file
+        and a block size (``reader.BLOCK_SIZE``).
         """
         merged = pc.dictionary_encode(pa.concat_arrays(self._dictionaries), null_encoding="encode")
         unique = merged.dictionary
