@@ -855,6 +855,21 @@ def model_config_from_dict(values: Mapping) -> ModelConfig:
     return ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
+def build_run_model(result: Mapping) -> nn.Module:
+    """A fresh model of the kind a run's result.json describes: a baseline, or the derived
+    OptFusion model of a ``retrain`` run (``optfusion-hard`` / ``optfusion-soft``)."""
+    num_features, num_fields = int(result["num_features"]), int(result["num_fields"])
+    if result["model"] in ("optfusion-hard", "optfusion-soft"):
+        from optfusion_lab.models.genotype import Genotype
+        from optfusion_lab.models.supernet import FusionNetwork
+
+        config = result["model_config"]
+        genotype = Genotype.from_dict(config["genotype"])
+        return FusionNetwork.from_genotype(genotype, num_features, num_fields, config["selection"])
+    return build_model(result["model"], num_features, num_fields,
+                       model_config_from_dict(result["model_config"]))  # fmt: skip
+
+
 def load_run(
     run_dir: str | Path, seed: int | None = None, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict]:
@@ -875,12 +890,7 @@ def load_run(
         raise ValueError(f"{run_dir}: no seed {seed}; the run has seeds {result['seeds']}")
     if not weights.is_file():
         raise FileNotFoundError(f"{run_dir}: {weights.relative_to(run_dir)} missing")
-    model = build_model(
-        result["model"],
-        int(result["num_features"]),
-        int(result["num_fields"]),
-        model_config_from_dict(result["model_config"]),
-    )
+    model = build_run_model(result)
     state = torch.load(weights, map_location=device, weights_only=True)
     model.load_state_dict(state)
     model.to(device).eval()

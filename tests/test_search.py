@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import numpy as np
@@ -144,6 +145,14 @@ def test_search_and_retrain_commands(teacher, tmp_path, capsys):
     assert Genotype.from_dict(result["model_config"]["genotype"]) == Genotype.load(
         run / "genotype.json"
     )
+    # The retrained model scores raw files like a baseline run.
+    raw = tmp_path / "rows.tsv"
+    raw.write_text("".join(gzip.decompress((DATA_SAMPLES / TEACHER_SAMPLE[0]).read_bytes())
+                           .decode().splitlines(keepends=True)[:25]))  # fmt: skip
+    assert main(["predict", "--run", str(out), "--input", str(raw), "--out",
+                 str(tmp_path / "p.csv"), "--device", "cpu"]) == 0  # fmt: skip
+    predictions = (tmp_path / "p.csv").read_text().splitlines()
+    assert predictions[0] == "probability,label" and len(predictions) == 26
     # A genotype for other data is a one-line error.
     other = tmp_path / "criteo"
     prepare(DATA_SAMPLES / "criteo_sample.txt.gz", other, PrepareConfig("criteo"))
