@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -57,6 +56,7 @@ import time
 from pathlib import Path
 
 from benchmark_support import busy_cpu_seconds, load, parse_size
+from benchmark_support import environment as shared_environment
 
 HERE = Path(__file__).resolve().parent
 DATA_DIR = HERE / "_data"
@@ -250,20 +250,8 @@ def print_targets(results: list[dict]) -> list[dict]:
 
 
 def environment() -> dict:
-    import numpy
-    import pyarrow
-
-    import optfusion_lab
-
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "optfusion_lab": optfusion_lab.__version__,
-        "numpy": numpy.__version__,
-        "pyarrow": pyarrow.__version__,
-        "peak_memory_from": GNU_TIME if os.access(GNU_TIME, os.X_OK) else "/proc/<pid>/status",
-    }
+    peak_from = GNU_TIME if os.access(GNU_TIME, os.X_OK) else "/proc/<pid>/status"
+    return shared_environment("pyarrow", peak_memory_from=peak_from)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,7 +60,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -68,6 +67,7 @@ import time
 from pathlib import Path
 
 from benchmark_support import busy_cpu_seconds, load, parse_size
+from benchmark_support import environment as shared_environment
 
 HERE = Path(__file__).resolve().parent
 DATA_DIR = HERE / "_data"
@@ -389,20 +389,9 @@ def print_profiles(profiles: dict[str, dict], top: int = 18) -> None:
 
 
 def environment() -> dict:
-    import numpy
     import torch
 
-    import optfusion_lab
-
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "optfusion_lab": optfusion_lab.__version__,
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "mkldnn": torch.backends.mkldnn.is_available(),
-    }
+    return shared_environment("torch", mkldnn=torch.backends.mkldnn.is_available())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
+import platform
 
 
 def parse_size(text: str) -> int:
@@ -34,3 +36,18 @@ def busy_cpu_seconds() -> float | None:
         return None
     user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def environment(*packages: str, **extra) -> dict:
+    """Python, platform, CPU count and the versions of optfusion_lab, numpy and ``packages``."""
+    versions = {
+        name: importlib.import_module(name).__version__
+        for name in ("optfusion_lab", "numpy", *packages)
+    }
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        **versions,
+        **extra,
+    }

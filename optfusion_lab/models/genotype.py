@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 
-from ..fusion import OPERATIONS, validate_operation
+from ..fusion import validate_operation
 
 GENOTYPE_VERSION = 1
 SHALLOW_BLOCKS = ("cross", "crossv2", "cin")
@@ -315,5 +315,3 @@ class Genotype:
         lines.append("  (inputs in parentheses are active but pruned: they do not reach OUT)")
         return "\n".join(lines)
 
-
-DEFAULT_OPERATIONS = OPERATIONS
