@@ -10,13 +10,12 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .names import DATASETS
 from .search_cli import add_retrain_parser, add_search_parser
 from .train_cli import add_predict_parser, add_train_parser
 
 
 def _prepare_parser(sub) -> None:
-    from .data.schemas import SCHEMAS
-
     p = sub.add_parser(
         "prepare",
         help="encode a raw Criteo/Avazu/KDD12 file into a split, memory-mappable dataset",
@@ -24,7 +23,7 @@ def _prepare_parser(sub) -> None:
         "vocab.parquet and X_/y_ arrays per split (8:1:1). With --vocab-from, encode the file "
         "unsplit with an existing dataset's vocabulary (the file may be unlabelled).",
     )
-    p.add_argument("--dataset", required=True, choices=sorted(SCHEMAS))
+    p.add_argument("--dataset", required=True, choices=DATASETS)
     p.add_argument("--input", required=True, type=Path, metavar="RAW_FILE")
     p.add_argument("--out", required=True, type=Path, metavar="DIR")
     p.add_argument("--threshold", type=int, default=2,

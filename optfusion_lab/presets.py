@@ -10,8 +10,9 @@ batch 4096, up to 5 epochs with early stopping (patience 1), MLP widths equal to
 layers), three cross layers, CIN sizes ``[F, F, F]`` for xDeepFM, and the learning rate / L2 of the
 authors' baseline table for each model (one value for both optimizer groups).
 
-This module imports neither torch nor the models, so that the command line can list presets and
-models without importing torch; :func:`resolve_preset` imports them when it runs.
+This module imports neither torch nor the models, so that the command line can list presets
+without importing torch (the model names live in :mod:`optfusion_lab.names`);
+:func:`resolve_preset` imports the models when it runs.
 """
 
 from __future__ import annotations
@@ -20,22 +21,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from optfusion_lab.names import MODELS
+
 if TYPE_CHECKING:
     from optfusion_lab.models.config import ModelConfig
     from optfusion_lab.train import TrainConfig
 
-# The command-line names of the baselines, in the order of ``optfusion_lab.models.MODELS``
-# (kept here so the command line can list them without importing torch; a test checks they agree).
-MODEL_NAMES: tuple[str, ...] = (
-    "dnn",
-    "ipnn",
-    "deepfm",
-    "dcn",
-    "xdeepfm",
-    "dcnv2-stacked",
-    "dcnv2-parallel",
-    "edcn",
-)
 
 
 @dataclass(frozen=True)
@@ -64,7 +55,7 @@ class Preset:
 
 def _table(*rows: tuple[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
     table = dict(rows)
-    assert tuple(table) == MODEL_NAMES, "a preset must list every model, in MODEL_NAMES order"
+    assert tuple(table) == MODELS, "a preset must list every model, in MODELS order"
     return table
 
 
@@ -100,7 +91,7 @@ _KDD12 = _table(
     ("dcnv2-parallel", (3e-5, 1e-7)),
     ("edcn", (1e-3, 0.0)),
 )
-_TINY = {name: (1e-3, 0.0) for name in MODEL_NAMES}
+_TINY = {name: (1e-3, 0.0) for name in MODELS}
 
 PRESETS: dict[str, Preset] = {
     "criteo": Preset(
@@ -148,8 +139,8 @@ def get_preset(name: str) -> Preset:
 
 def check_model_name(name: str) -> str:
     """``name`` if it is a baseline's name; a ValueError listing the valid names otherwise."""
-    if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
     return name
 
 

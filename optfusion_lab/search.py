@@ -56,8 +56,10 @@ from torch import nn
 
 from .data.dataset import PreparedData
 from .data.loader import BatchLoader
+from .io import write_atomic, write_json
 from .models.genotype import DESIGNS, FusionGraph, Genotype
 from .models.supernet import FusionNetwork, SupernetConfig, supernet_state_for
+from .names import ALGORITHMS
 from .train import HISTORY_COLUMNS as EPOCH_COLUMNS
 from .train import (
     Callback,
@@ -72,12 +74,9 @@ from .train import (
     resolve_device,
     save_state_dict,
     seed_everything,
-    write_atomic,
-    write_json,
     write_run,
 )
 
-ALGORITHMS = ("one-shot", "sequential", "bilevel")
 SEQUENTIAL_FIXED_OPERATION = "add"  # the operation of every node while sequential learns edges
 # Tidy architecture history: one row per alpha (kind "alpha": node = dst, input = src) or per
 # operation weight (kind "weight": node, operation) at one record of one phase.

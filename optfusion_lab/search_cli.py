@@ -11,13 +11,9 @@ import json
 import sys
 from pathlib import Path
 
+from .names import ALGORITHMS, DESIGNS, OPERATIONS, SELECTIONS, SHALLOW_BLOCKS
 from .presets import SEARCH_PRESETS
 from .train_cli import DEFAULT_SEEDS, _plain_arguments, add_loop_arguments, format_train_summary
-
-OPERATION_NAMES = ("add", "prod", "concat", "att")  # the order of beta's columns
-# The search algorithms (optfusion_lab.search.ALGORITHMS; repeated here so that building the
-# parser does not import torch; a test checks they agree).
-ALGORITHM_NAMES = ("one-shot", "sequential", "bilevel")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -43,18 +39,18 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--preset", metavar="NAME", help=f"one of: {', '.join(SEARCH_PRESETS)}")
     p.add_argument("--embed-dim", type=int, metavar="N")
     p.add_argument("--layers", type=int, metavar="N", help="layers L of the fusion graph")
-    p.add_argument("--shallow", choices=("cross", "crossv2", "cin"), default="cross")
-    p.add_argument("--operations", default=",".join(OPERATION_NAMES), metavar="OPS",
+    p.add_argument("--shallow", choices=SHALLOW_BLOCKS, default="cross")
+    p.add_argument("--operations", default=",".join(OPERATIONS), metavar="OPS",
                    help="comma-separated candidate operations (default add,prod,concat,att); "
                    "one operation gives the fixed-operation ablation; att-lite is a cheaper ATT "
                    "(rank-32 attention nets) for large d")
-    p.add_argument("--design", choices=("parallel", "stacked"),
+    p.add_argument("--design", choices=DESIGNS,
                    help="fix the edges to a hand-made design and learn the operations only")
     p.add_argument("--alpha-init", type=float, default=0.5, metavar="X")
     p.add_argument("--arch-lr", type=float, metavar="X", help="Adam lr of alpha and beta")
     p.add_argument("--history-every", type=int, default=20, metavar="N",
                    help="record alpha/beta every N steps (default 20)")
-    p.add_argument("--algorithm", choices=ALGORITHM_NAMES, default="one-shot",
+    p.add_argument("--algorithm", choices=ALGORITHMS, default="one-shot",
                    help="one-shot (the paper's joint search, default), sequential (edges with "
                    "ADD fixed, then operations with edges frozen) or bilevel (first-order DARTS: "
                    "architecture steps on validation batches)")
@@ -83,7 +79,7 @@ def add_retrain_parser(subparsers) -> argparse.ArgumentParser:
     )
     _common(p)
     p.add_argument("--genotype", required=True, type=Path, metavar="FILE")
-    p.add_argument("--selection", choices=("hard", "soft"), default="hard")
+    p.add_argument("--selection", choices=SELECTIONS, default="hard")
     p.add_argument("--warm-start", type=Path, metavar="SEARCH_RUN_DIR",
                    help="start from this search run's supernet weights (default: from scratch)")
     default_seeds = " ".join(map(str, DEFAULT_SEEDS))

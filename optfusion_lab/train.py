@@ -29,7 +29,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import platform
 import random
 import time
@@ -47,10 +46,11 @@ from tqdm.auto import tqdm
 from optfusion_lab import __version__
 from optfusion_lab.data.dataset import PreparedData
 from optfusion_lab.data.loader import BatchLoader
-from optfusion_lab.distributed import distributed_rank_and_size, is_main_process
+from optfusion_lab.distributed import distributed_rank_and_size
+from optfusion_lab.io import write_atomic, write_json  # re-exported: the project's one writer
 from optfusion_lab.models import ModelConfig, build_model
+from optfusion_lab.names import DEVICES
 
-DEVICES = ("auto", "cpu", "cuda")
 SUMMARY_METRICS = (
     "test_auc",
     "test_logloss",
@@ -815,29 +815,6 @@ def result_document(
         "metadata": dict(metadata) if metadata else {},
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-
-
-def write_json(path: Path, document: Mapping) -> None:
-    """Write ``document`` as indented JSON, atomically."""
-    text = json.dumps(document, indent=2) + "\n"
-    write_atomic(Path(path), lambda p: p.write_text(text))
-
-
-def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Write ``path`` through a temporary file in the same directory, then ``os.replace``.
-
-    Under torch.distributed only rank 0 writes; the other ranks skip every run file.
-    """
-    if not is_main_process():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def save_state_dict(state: Mapping[str, torch.Tensor], path: str | Path) -> None:

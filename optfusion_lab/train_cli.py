@@ -13,7 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from optfusion_lab.presets import MODEL_NAMES, PRESETS, describe_presets
+from optfusion_lab.names import DEVICES, MODELS
+from optfusion_lab.presets import PRESETS, describe_presets
 
 DEFAULT_SEEDS = (0, 1, 2)  # DESIGN.md: report mean +- std over seeds, never a single run
 
@@ -26,14 +27,14 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         description="Train a baseline CTR model on a prepared dataset (train/valid/test splits) "
         "with early stopping on validation AUC, once per seed, and write RUN_DIR/model.pt, "
         "history.csv and result.json (test AUC/LogLoss as mean, std and per seed).",
-        epilog=f"models:\n  {', '.join(MODEL_NAMES)}\n\npresets (default: the data's dataset):\n"
+        epilog=f"models:\n  {', '.join(MODELS)}\n\npresets (default: the data's dataset):\n"
         f"{describe_presets()}\n\n--lr and --l2 set both optimizer groups (embedding and network).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data", required=True, type=Path, metavar="DIR",
                    help="a dataset prepared by `optfusion-lab prepare`")
     p.add_argument("--model", required=True, metavar="NAME",
-                   help=f"one of: {', '.join(MODEL_NAMES)}")
+                   help=f"one of: {', '.join(MODELS)}")
     p.add_argument("--out", required=True, type=Path, metavar="RUN_DIR",
                    help="run directory to write (created if needed)")
     p.add_argument("--preset", metavar="NAME",
@@ -55,7 +56,7 @@ def add_loop_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, metavar="N")
     p.add_argument("--lr", type=float, metavar="X", help="learning rate of both groups")
     p.add_argument("--l2", type=float, metavar="X", help="L2 (Adam weight_decay) of both groups")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+    p.add_argument("--device", choices=DEVICES, default="auto",
                    help="auto picks cuda when available (default auto)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
@@ -79,7 +80,7 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, metavar="PREDICTIONS.csv")
     p.add_argument("--seed", type=int, metavar="S",
                    help="use this seed's weights (default: the run's first seed)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--batch-size", type=int, default=16384, metavar="N")
     p.set_defaults(func=run_predict)
     return p

@@ -11,8 +11,6 @@ import time
 import pytest
 
 from optfusion_lab.cli import main
-from optfusion_lab.search import ALGORITHMS
-from optfusion_lab.search_cli import ALGORITHM_NAMES
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +22,6 @@ def search_command(data, out, *extra) -> list[str]:
     return [sys.executable, "-m", "optfusion_lab.cli", "search", "--data", str(data), "--out",
             str(out), "--preset", "tiny", "--epochs", "4", "--device", "cpu", "--threads", "1",
             "--no-progress", *extra]
-
-
-def test_cli_algorithm_names_match_the_library():
-    assert ALGORITHM_NAMES == ALGORITHMS
 
 
 def test_sigkill_after_first_checkpoint_then_resume_gives_the_same_genotype(teacher, tmp_path):

@@ -23,8 +23,8 @@ from optfusion_lab.cli import main
 from optfusion_lab.data import PrepareConfig, prepare
 from optfusion_lab.data.dataset import PreparedData
 from optfusion_lab.models import MODELS, ModelConfig, build_model
+from optfusion_lab.names import MODELS as MODEL_NAMES
 from optfusion_lab.presets import (
-    MODEL_NAMES,
     PRESETS,
     get_preset,
     resolve_preset,

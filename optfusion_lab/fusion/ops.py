@@ -15,9 +15,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-# The paper's candidate operations, in the order of beta's columns (the default everywhere).
-# The registry below also holds "att-lite", a cheaper ATT that a user may choose explicitly.
-OPERATIONS: tuple[str, ...] = ("add", "prod", "concat", "att")
+from optfusion_lab.names import OPERATIONS  # noqa: F401 (re-exported)
+
+# OPERATIONS: the paper's candidate operations, in the order of beta's columns (the default
+# everywhere). The registry below also holds "att-lite", a cheaper ATT a user may choose.
 
 
 def stack_inputs(inputs: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:

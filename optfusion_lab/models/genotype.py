@@ -24,9 +24,9 @@ from functools import cached_property
 from pathlib import Path
 
 from ..fusion import validate_operation
+from ..names import SHALLOW_BLOCKS
 
 GENOTYPE_VERSION = 1
-SHALLOW_BLOCKS = ("cross", "crossv2", "cin")
 
 
 @dataclass(frozen=True)

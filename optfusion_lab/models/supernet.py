@@ -94,7 +94,9 @@ def build_block(node: str, shallow: str, num_fields: int, embed_dim: int) -> nn.
         return CrossLayerV1(d)
     if shallow == "crossv2":
         return CrossLayerV2(d)
-    return CINBlock(num_fields, embed_dim)
+    if shallow == "cin":
+        return CINBlock(num_fields, embed_dim)
+    raise ValueError(f"unknown shallow block {shallow!r}; choose one of {SHALLOW_BLOCKS}")
 
 
 class FusionNetwork(nn.Module):
