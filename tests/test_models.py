@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from optfusion_lab.components import FeatureEmbedding
-from optfusion_lab.models import EDCN, MODELS, ModelConfig, XDeepFM, build_model
+from optfusion_lab.models import MODELS, ModelConfig, XDeepFM, build_model
 
 NUM_FEATURES, F = 40, 4
 SMALL = ModelConfig(embed_dim=3, mlp_dims=(8, 6), cross_layers=2)
@@ -108,45 +108,6 @@ def test_xdeepfm_default_cin_sizes():
     assert [layer.out_size for layer in model.cin.layers] == [F, F, F]
     custom = XDeepFM(NUM_FEATURES, F, dataclasses.replace(SMALL, cin_sizes=(5, 2)))
     assert [layer.out_size for layer in custom.cin.layers] == [5, 2]
-
-
-def test_edcn_structure_and_width():
-    model = EDCN(NUM_FEATURES, F, SMALL)
-    d = F * SMALL.embed_dim
-    assert len(model.cross_layers) == len(model.deep_layers) == SMALL.cross_layers
-    assert all(deep.output_dim == d for deep in model.deep_layers)
-    assert model.head.in_features == 3 * d
-    with pytest.raises(ValueError):
-        EDCN(NUM_FEATURES, F, dataclasses.replace(SMALL, cross_layers=0))
-
-
-def test_edcn_regulation_starts_as_identity_and_is_field_wise():
-    model = EDCN(NUM_FEATURES, F, SMALL)
-    reg = model.cross_regulation[0]
-    h = torch.randn(7, F * SMALL.embed_dim)
-    torch.testing.assert_close(reg(h), h)
-    with torch.no_grad():
-        reg.logits.copy_(torch.tensor([0.0, 1.0, 2.0, 3.0]))
-    gate = F * torch.softmax(reg.logits, dim=0)
-    expected = (h.view(7, F, -1) * gate.view(1, F, 1)).view(7, -1)
-    torch.testing.assert_close(reg(h), expected)
-
-
-def test_edcn_forward_matches_equations():
-    model = EDCN(NUM_FEATURES, F, SMALL)
-    ids = _ids(7)
-    e = model.embedding(ids).flatten(start_dim=1)
-    h = e
-    for layer in range(SMALL.cross_layers):
-        c_in = model.cross_regulation[layer](h)
-        z_in = model.deep_regulation[layer](h)
-        cross = model.cross_layers[layer]
-        c = e * (c_in @ cross.w.weight[0]).unsqueeze(-1) + cross.b + c_in
-        linear = model.deep_layers[layer].layers[0]
-        z = torch.relu(z_in @ linear.weight.T + linear.bias)
-        h = c * z
-    expected = model.head(torch.cat([c, z, h], dim=1)).squeeze(-1)
-    torch.testing.assert_close(model(ids), expected)
 
 
 def test_deepfm_is_sum_of_linear_fm_and_mlp():

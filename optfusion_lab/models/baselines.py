@@ -19,6 +19,7 @@ from optfusion_lab.components import (
     FMInteraction,
     InnerProduct,
 )
+from optfusion_lab.components.sharing import FieldRegulation, build_bridge
 from optfusion_lab.models.config import ModelConfig
 
 
@@ -141,42 +142,25 @@ class DCNV2Parallel(nn.Module):
         return self.head(h).squeeze(-1)  # (B,)
 
 
-class FieldRegulation(nn.Module):
-    """EDCN regulation module: field-wise gating ``g_f = F * softmax_f(b / tau)`` of a flat input.
-
-    One gate vector per field, shared by the field's D coordinates. The factor F (our choice)
-    makes the gate exactly 1 at initialisation (``b = 1``), so layer inputs keep their scale.
-    Input and output: (B, F*D).
-    """
-
-    def __init__(self, num_fields: int, embed_dim: int, tau: float = 1.0):
-        super().__init__()
-        self.num_fields = num_fields
-        self.embed_dim = embed_dim
-        self.tau = tau
-        self.logits = nn.Parameter(torch.ones(num_fields))
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        gate = self.num_fields * torch.softmax(self.logits / self.tau, dim=0)  # (F,)
-        fields = h.view(h.shape[0], self.num_fields, self.embed_dim)  # (B, F*D) -> (B, F, D)
-        return (fields * gate.view(1, -1, 1)).flatten(start_dim=1)  # (B, F, D) -> (B, F*D)
-
-
 class EDCN(nn.Module):
     """EDCN: parallel cross and deep towers that share information at every layer.
 
-    For each of the ``L = cfg.cross_layers`` layers (d = F * D everywhere):
+    Chen et al., CIKM 2021. For each of the ``L = cfg.cross_layers`` layers (d = F * D everywhere):
 
-    - regulation: two field-wise gates select the cross input ``c_in = R_c(h)`` and the deep
-      input ``z_in = R_d(h)`` from the shared state ``h`` (``h = E`` for the first layer);
-    - cross: ``c = CrossLayerV1(x0 = E, c_in)``; deep: ``z = ReLU(Linear(d, d)(z_in))``;
-    - bridge: Hadamard product ``h = c * z`` feeds the next layer.
+    - regulation: two field-wise gates give each tower its own view of the shared input,
+      ``x_in = R_c(s)`` and ``h_in = R_d(s)``; ``s = E`` (the flat embedding) for the first layer
+      and the previous layer's bridge output after it;
+    - cross: ``x = x0 * (x_in . w) + b + x_in`` (a DCN v1 layer) with ``x0 = R_c(E)`` of the first
+      layer; deep: ``h = ReLU(W h_in + b)`` (width d);
+    - bridge: ``f = bridge(x, h)``, the Hadamard product ``x * h`` by default
+      (``cfg.bridge``; see ``optfusion_lab.components.sharing.BRIDGES``).
 
-    The logit is ``Linear(3d, 1)([c, z, h])`` of the last layer.
-    Simplifications: the bridge is the Hadamard product only (the paper also studies add, concat
-    and attention pooling); the regulation gate is scaled by F to start as the identity and has a
-    fixed temperature 1; ``x0`` of every cross layer is the raw flat embedding; ``cfg.mlp_dims``
-    is ignored (deep layers have width d, as in EDCN); dropout and batch norm follow ``cfg``.
+    The logit is ``Linear(3d, 1)([x, h, f])`` of the last layer. ``cfg.regulation_tau`` is the
+    gates' temperature; ``cfg.regulation_batch_norm`` standardises every regulated tower input
+    with a scalar batch norm, as the authors' code does by default: without it the product of
+    small embeddings and small deep outputs shrinks at every layer and the model barely learns
+    (see the README). ``cfg.mlp_dims`` is ignored (deep layers have width d, as in EDCN);
+    dropout and the MLP batch norm follow ``cfg``.
     """
 
     def __init__(self, num_features: int, num_fields: int, cfg: ModelConfig):
@@ -185,30 +169,40 @@ class EDCN(nn.Module):
             raise ValueError("EDCN needs cross_layers >= 1")
         d = num_fields * cfg.embed_dim
         num_layers = cfg.cross_layers
+
+        def regulation() -> nn.ModuleList:
+            return nn.ModuleList(
+                FieldRegulation(
+                    num_fields, cfg.embed_dim, cfg.regulation_tau, cfg.regulation_batch_norm
+                )
+                for _ in range(num_layers)
+            )
+
         self.embedding = FeatureEmbedding(num_features, cfg.embed_dim, cfg.embed_init_std)
-        self.cross_regulation = nn.ModuleList(
-            FieldRegulation(num_fields, cfg.embed_dim) for _ in range(num_layers)
-        )
-        self.deep_regulation = nn.ModuleList(
-            FieldRegulation(num_fields, cfg.embed_dim) for _ in range(num_layers)
-        )
+        self.cross_regulation = regulation()
+        self.deep_regulation = regulation()
         self.cross_layers = nn.ModuleList(CrossLayerV1(d) for _ in range(num_layers))
         self.deep_layers = nn.ModuleList(
             MLP(d, (d,), cfg.dropout, cfg.batch_norm) for _ in range(num_layers)
         )
+        self.bridges = nn.ModuleList(build_bridge(cfg.bridge, d) for _ in range(num_layers))
         self.head = nn.Linear(3 * d, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        e = self.embedding(x).flatten(start_dim=1)  # (B, F, D) -> (B, d)
-        h = e
-        for reg_c, reg_d, cross, deep in zip(
+        shared = self.embedding(x).flatten(start_dim=1)  # (B, F, D) -> (B, d)
+        x0 = None
+        for reg_c, reg_d, cross, deep, bridge in zip(
             self.cross_regulation,
             self.deep_regulation,
             self.cross_layers,
             self.deep_layers,
+            self.bridges,
             strict=True,
         ):
-            c = cross(e, reg_c(h))  # (B, d)
-            z = deep(reg_d(h))  # (B, d)
-            h = c * z  # (B, d), the bridge
-        return self.head(torch.cat([c, z, h], dim=1)).squeeze(-1)  # (B, 3d) -> (B,)
+            cross_in, deep_in = reg_c(shared), reg_d(shared)  # (B, d) each
+            if x0 is None:
+                x0 = cross_in  # the cross tower's x0: its regulated embedding
+            c = cross(x0, cross_in)  # (B, d)
+            h = deep(deep_in)  # (B, d)
+            shared = bridge(c, h)  # (B, d)
+        return self.head(torch.cat([c, h, shared], dim=1)).squeeze(-1)  # (B, 3d) -> (B,)

@@ -2,6 +2,10 @@
 
 from dataclasses import dataclass
 
+# EDCN's bridge interaction functions (optfusion_lab.components.sharing.BRIDGES; a test checks
+# they agree); kept here as plain names so that configs validate without building modules.
+BRIDGE_NAMES: tuple[str, ...] = ("hadamard", "add", "concat", "attention")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -15,6 +19,9 @@ class ModelConfig:
     batch_norm: bool = False  # BatchNorm after each hidden Linear of the MLPs
     embed_init_std: float = 0.01  # embedding init N(0, std), as in the reference
     low_rank: int | None = None  # DCN-V2 rank r of W = U V^T; None means a full d x d matrix
+    bridge: str = "hadamard"  # EDCN bridge: hadamard (the paper's default), add, concat, attention
+    regulation_tau: float = 1.0  # EDCN temperature of the field gates softmax(w / tau)
+    regulation_batch_norm: bool = True  # EDCN scalar batch norm after each regulation (authors')
 
     def __post_init__(self) -> None:
         if self.embed_dim <= 0:
@@ -29,5 +36,11 @@ class ModelConfig:
             raise ValueError(f"cin_sizes must be None or positive sizes, got {self.cin_sizes}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.bridge not in BRIDGE_NAMES:
+            raise ValueError(
+                f"bridge must be one of {', '.join(BRIDGE_NAMES)}, got {self.bridge!r}"
+            )
+        if self.regulation_tau <= 0:
+            raise ValueError(f"regulation_tau must be positive, got {self.regulation_tau}")
         if self.low_rank is not None and self.low_rank <= 0:
             raise ValueError(f"low_rank must be None or positive, got {self.low_rank}")
