@@ -268,6 +268,15 @@ class SearchResult:
     algorithm: str = "one-shot"  # SearchConfig.algorithm
     phases: dict[str, FitResult] = dataclasses.field(default_factory=dict)  # in run order
 
+    @property
+    def stopped(self) -> bool:
+        """Ended early (a callback's stop request or Ctrl-C); later phases did not run."""
+        return self.fit.stopped
+
+    @property
+    def stop_reason(self) -> str:
+        return self.fit.stop_reason
+
 
 @dataclass(frozen=True)
 class SearchPhase:
@@ -341,7 +350,9 @@ def search(
 
     ``callbacks`` see every step and epoch of every phase (as in :func:`~optfusion_lab.train.fit`;
     ``state.step`` starts again at 1 in each phase); ``listeners`` receive every new
-    alpha/operation-weight snapshot (for live plots).
+    alpha/operation-weight snapshot (for live plots). A stop requested by a callback
+    (``state.request_stop()`` or ``StopTraining``) or Ctrl-C ends the current phase as in
+    :func:`~optfusion_lab.train.fit` and starts no further phase; ``result.stopped`` says so.
 
     With ``checkpoint_dir`` every phase checkpoints after each epoch (``checkpoint.pt``, or
     ``checkpoint-<phase>.pt`` for the two phases of ``sequential``); ``resume`` continues from
@@ -381,7 +392,7 @@ def search(
         finally:
             net.fix_operation(None)
         phases[phase.name] = result
-        if result.interrupted:  # Ctrl-C: keep what the interrupted phase reached
+        if result.stopped:  # a callback's request or Ctrl-C ends every phase
             break
     return SearchResult(
         network=net,
@@ -414,6 +425,9 @@ def search_seeds(
     Nothing is written: ``on_result(seed, result)`` runs after each seed (e.g. to write
     ``RUN_DIR/seed_<s>`` with :func:`write_search_run`, so finished seeds are on disk early).
     Each supernet is then moved to the CPU, so the accelerator holds one supernet at a time.
+    A stopped search (see :func:`search`) is the last one: no further seed starts, and the
+    stability summary covers the finished seeds only (``seeds`` lists them; it is None when
+    none finished).
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -428,7 +442,14 @@ def search_seeds(
             on_result(seed, result)
         result.network.to("cpu")
         results.append(result)
-    return results, stability_summary([r.genotype for r in results], seeds)
+        if result.stopped:
+            break
+    finished = [(s, r) for s, r in zip(seeds, results, strict=False) if not r.stopped]
+    if not finished:
+        return results, None
+    stability = stability_summary([r.genotype for _, r in finished], [s for s, _ in finished])
+    stability["seeds_requested"] = seeds
+    return results, stability
 
 
 def stability_summary(genotypes: Sequence[Genotype], seeds: Sequence[int] | None = None) -> dict:

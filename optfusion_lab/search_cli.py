@@ -182,9 +182,9 @@ def _search_one(args, out: Path, data, supernet_cfg, train_cfg, search_cfg, meta
     except TrainingDivergedError as exc:
         print(f"optfusion-lab search: error: {exc}", file=sys.stderr)
         return 1, None
-    if result.fit.interrupted:
-        print(f"optfusion-lab search: interrupted; the checkpoint in {out} keeps every finished "
-              "epoch: continue with --resume", file=sys.stderr)  # fmt: skip
+    if result.stopped:
+        print(f"optfusion-lab search: stopped ({result.stop_reason}); the checkpoint in {out} "
+              "keeps every finished epoch: continue with --resume", file=sys.stderr)  # fmt: skip
         return 130, None
     if not is_main_process():
         return 0, result.genotype
@@ -245,8 +245,8 @@ def run_retrain(args: argparse.Namespace) -> int:
     resolve_device(train_cfg.device)
     init_from_env()
     try:
-        _, summary = retrain(data, genotype, train_cfg, seeds, selection=args.selection,
-                             warm_start=warm, out_dir=args.out, metadata=metadata)  # fmt: skip
+        run = retrain(data, genotype, train_cfg, seeds, selection=args.selection,
+                      warm_start=warm, out_dir=args.out, metadata=metadata)  # fmt: skip
     except TrainingDivergedError as exc:
         print(f"optfusion-lab retrain: error: {exc}", file=sys.stderr)
         return 1
@@ -254,5 +254,5 @@ def run_retrain(args: argparse.Namespace) -> int:
         return 0
     init = "warm start" if warm is not None else "from scratch"
     print(format_train_summary(f"optfusion-{args.selection} ({init})", data.meta["dataset"],
-                               preset_name, seeds, summary, args.out))  # fmt: skip
-    return 0
+                               preset_name, run, args.out))  # fmt: skip
+    return 130 if run.stopped else 0

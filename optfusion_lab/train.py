@@ -128,6 +128,14 @@ class TrainingDivergedError(RuntimeError):
 # --- callbacks --------------------------------------------------------------------------------
 
 
+class StopTraining(Exception):  # noqa: N818 (a request, not an error)
+    """Raise from a callback to end the run cleanly; the same as ``state.request_stop(reason)``."""
+
+    def __init__(self, reason: str = ""):
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass
 class TrainState:
     """What a callback sees. Metrics are None until they exist (valid ones at epoch end only)."""
@@ -142,6 +150,15 @@ class TrainState:
     valid_logloss: float | None = None  # validation LogLoss (epoch end)
     best_epoch: int | None = None  # best epoch so far (epoch end)
     best_valid_auc: float | None = None  # its validation AUC (epoch end)
+    stop_requested: bool = False  # set by request_stop (or a StopTraining from a callback)
+    stop_reason: str = ""
+
+    def request_stop(self, reason: str = "") -> None:
+        """End the run after the current step (or epoch end): the best state so far is kept,
+        tested when an epoch finished, and no further phase or seed starts."""
+        if not self.stop_requested:
+            self.stop_requested = True
+            self.stop_reason = reason or "stop requested by a callback"
 
 
 class Callback:
@@ -363,8 +380,15 @@ class FitResult:
     samples_per_second: float  # training samples / train_seconds
     num_parameters: int
     device: str
-    interrupted: bool = False  # stopped by KeyboardInterrupt: best weights so far, no test
+    stopped: bool = False  # ended early by request_stop, StopTraining or KeyboardInterrupt
+    stop_reason: str = ""  # why (empty when the run ended by itself)
+    test_note: str = ""  # why the test metrics are NaN, when they are
     resumed_from_epoch: int | None = None  # epochs already done in the checkpoint resumed from
+
+    @property
+    def interrupted(self) -> bool:
+        """Stopped by KeyboardInterrupt (Ctrl-C)."""
+        return self.stopped and self.stop_reason == "KeyboardInterrupt"
 
     def scalars(self) -> dict[str, float | int | str]:
         """Every field but the history."""
@@ -407,8 +431,14 @@ def fit(
     after every epoch, readable with ``torch.load(weights_only=True)``; ``resume=True`` continues
     from it (on CPU the result is identical to an uninterrupted run). ``fingerprint`` (plain JSON
     values: data and options) is stored with it, and resuming with another fingerprint is a
-    ValueError. A KeyboardInterrupt after at least one epoch restores the best weights so far and
-    returns a result with ``interrupted=True`` (no test evaluation); the checkpoint stays.
+    ValueError.
+
+    A callback can end the run: ``state.request_stop(reason)`` or ``raise StopTraining(reason)``;
+    a KeyboardInterrupt (Ctrl-C) takes the same path. ``fit`` then ends after the current step
+    (an unfinished epoch is dropped), restores the best epoch so far, evaluates the test split
+    when at least one epoch finished (otherwise the test metrics are NaN and ``test_note`` says
+    why), keeps the checkpoint of the last finished epoch, and returns a result with
+    ``stopped=True`` and ``stop_reason``. Under torch.distributed, request the stop on every rank.
 
     Under ``torch.distributed`` (launched by torchrun, see :mod:`optfusion_lab.distributed`)
     the model is wrapped in DistributedDataParallel, each rank trains on its shard of the data,
@@ -572,9 +602,17 @@ def _fit(
             epoch, batch = (step - 1) // steps_per_epoch + 1, (step - 1) % steps_per_epoch + 1
             raise TrainingDivergedError(step, epoch, batch, learning_rates)
 
-    interrupted = False
+    state = TrainState(model, loop.epoch, loop.step, steps_per_epoch)
+
+    def notify(event: str) -> None:
+        for cb in callbacks:
+            try:
+                getattr(cb, event)(state)
+            except StopTraining as request:
+                state.request_stop(request.reason)
+
     try:
-        while not loop.finished(cfg):
+        while not loop.finished(cfg) and not state.stop_requested:
             epoch = loop.epoch + 1
             epoch_started = time.perf_counter()
             loader.set_epoch(epoch - 1)
@@ -602,14 +640,17 @@ def _fit(
                 if loop.step % cfg.nan_check_every == 0:
                     check_finite()
                 if callbacks:
-                    state = TrainState(model, epoch, loop.step, steps_per_epoch,
-                                       loss=float(value) if needs_loss else None)  # fmt: skip
-                    for cb in callbacks:
-                        cb.on_step(state)
+                    state.epoch, state.step = epoch, loop.step
+                    state.loss = float(value) if needs_loss else None
+                    notify("on_step")
+                    if state.stop_requested:
+                        break  # the unfinished epoch is dropped: no validation, no checkpoint
             bar.close()
             _synchronize(device)
-            epoch_train_seconds = time.perf_counter() - train_started
             check_finite()
+            if state.stop_requested:
+                break
+            epoch_train_seconds = time.perf_counter() - train_started
             loop.train_seconds += epoch_train_seconds
             loop.samples += loader.num_rows * world_size
 
@@ -636,37 +677,38 @@ def _fit(
                     f"epoch {epoch}: train loss {train_loss:.5f}, valid AUC {metrics['auc']:.5f}, "
                     f"LogLoss {metrics['logloss']:.5f}" + (" *" if improved else "")
                 )
-            state = TrainState(model, epoch, loop.step, steps_per_epoch, train_loss=train_loss,
-                               valid_auc=metrics["auc"], valid_logloss=metrics["logloss"],
-                               best_epoch=loop.best_epoch, best_valid_auc=loop.best_auc)
-            for cb in callbacks:
-                cb.on_epoch_end(state)
+            state.epoch, state.step, state.loss = epoch, loop.step, None
+            state.train_loss, state.valid_auc = train_loss, metrics["auc"]
+            state.valid_logloss = metrics["logloss"]
+            state.best_epoch, state.best_valid_auc = loop.best_epoch, loop.best_auc
+            notify("on_epoch_end")
             if checkpoint is not None:
                 save_checkpoint(checkpoint, model, optimizer, loop, callbacks, fingerprint)
-    except KeyboardInterrupt:
-        if loop.best_state is None:
-            raise
-        interrupted = True  # keep the best state so far usable (notebooks)
+    except KeyboardInterrupt:  # Ctrl-C takes the path of a requested stop
+        state.request_stop("KeyboardInterrupt")
 
-    assert loop.best_state is not None  # at least one epoch ran
-    model.load_state_dict(loop.best_state)
-    test = {"auc": math.nan, "logloss": math.nan}
-    if not interrupted:
+    test, test_note = {"auc": math.nan, "logloss": math.nan}, ""
+    if loop.best_state is not None:
+        model.load_state_dict(loop.best_state)
         x_test, y_test = data.arrays("test")
         test = evaluate(model, x_test, y_test, cfg.eval_batch_size, device, cfg.amp)
+    else:
+        test_note = "no test evaluation: stopped before the first epoch ended"
     return FitResult(
         history=pd.DataFrame(loop.rows, columns=list(HISTORY_COLUMNS)),
         best_epoch=loop.best_epoch,
-        best_valid_auc=loop.best_auc,
+        best_valid_auc=loop.best_auc if loop.best_state is not None else math.nan,
         test_auc=test["auc"],
         test_logloss=test["logloss"],
         epochs_run=len(loop.rows),
         train_seconds=loop.train_seconds,
         samples_per_second=(loop.samples / loop.train_seconds if loop.train_seconds > 0
-                            else math.inf),  # fmt: skip
+                            else math.nan),  # fmt: skip
         num_parameters=count_parameters(model),
         device=str(device),
-        interrupted=interrupted,
+        stopped=state.stop_requested,
+        stop_reason=state.stop_reason,
+        test_note=test_note,
         resumed_from_epoch=resumed_from_epoch,
     )
 
@@ -675,11 +717,53 @@ def _fit(
 
 
 def summarize(values: Sequence[float]) -> dict:
-    """``{"mean", "std", "per_seed"}``; std is the *sample* std (ddof=1), 0.0 for one value."""
+    """``{"mean", "std", "per_seed"}``; std is the *sample* std (ddof=1), 0.0 for one value
+    (NaN mean and std for none)."""
     per_seed = [v.item() if isinstance(v, np.generic) else v for v in values]
     array = np.asarray(per_seed, dtype=np.float64)
+    if len(array) == 0:
+        return {"mean": math.nan, "std": math.nan, "per_seed": []}
     std = float(array.std(ddof=1)) if len(array) > 1 else 0.0
     return {"mean": float(array.mean()), "std": std, "per_seed": per_seed}
+
+
+@dataclass
+class SeedsResult:
+    """What :func:`fit_seeds` (and ``run_seeds``, ``retrain``) return.
+
+    ``models[i]`` holds seed ``seeds[i]``'s best weights (on the CPU) and ``results[i]`` its
+    :class:`FitResult` (``results[i].history``: its epochs). When a run is stopped, the seed it
+    stopped in is the last one; ``summary`` covers the finished seeds only. Unpacks as
+    ``frame, summary = fit_seeds(...)``.
+    """
+
+    seeds: list[int]  # the seeds that ran, in order (a stop leaves out the later ones)
+    requested_seeds: list[int]
+    models: list[nn.Module]
+    results: list[FitResult]
+    frame: pd.DataFrame  # one row per seed that ran (FitResult.scalars() and "seed")
+    summary: dict[str, dict]  # SUMMARY_METRICS over the finished seeds: {"mean", "std", ...}
+
+    @property
+    def stopped(self) -> bool:
+        return any(r.stopped for r in self.results)
+
+    @property
+    def stop_reason(self) -> str:
+        return next((r.stop_reason for r in self.results if r.stopped), "")
+
+    @property
+    def finished_seeds(self) -> list[int]:
+        """The seeds whose fit ended by itself (the summary covers these)."""
+        return [s for s, r in zip(self.seeds, self.results, strict=True) if not r.stopped]
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """Every seed's epochs in one frame (``seed`` + HISTORY_COLUMNS)."""
+        return seed_histories(self.seeds, self.results)
+
+    def __iter__(self):
+        return iter((self.frame, self.summary))
 
 
 def run_seeds(
@@ -691,7 +775,7 @@ def run_seeds(
     out_dir: str | Path | None = None,
     callbacks: Sequence[Callback] = (),
     metadata: Mapping | None = None,
-) -> tuple[pd.DataFrame, dict[str, dict]]:
+) -> SeedsResult:
     """Build and fit the baseline ``model_name`` once per seed; see :func:`fit_seeds`."""
     return fit_seeds(
         lambda: build_model(model_name, data.num_features, data.num_fields, model_cfg),
@@ -714,15 +798,17 @@ def fit_seeds(
     out_dir: str | Path | None = None,
     callbacks: Sequence[Callback] = (),
     metadata: Mapping | None = None,
-) -> tuple[pd.DataFrame, dict[str, dict]]:
-    """Build a model with ``build()`` and fit it once per seed; return (per-seed frame, summary).
+) -> SeedsResult:
+    """Build a model with ``build()`` and fit it once per seed; return a :class:`SeedsResult`.
 
     For each seed ``s``: every RNG is seeded with ``s``, a fresh model is built, and
     :func:`fit` runs with ``train_cfg`` whose ``seed`` is replaced by ``s``. The frame has one
     row per seed; the summary maps each of ``SUMMARY_METRICS`` to ``{"mean", "std", "per_seed"}``
-    (sample std, ddof=1; 0.0 for a single seed). With ``out_dir``, the run directory described in
-    the module docstring is written; ``description`` (at least ``model`` and ``model_config``)
-    and ``metadata`` go into result.json as they are.
+    (sample std, ddof=1; 0.0 for a single seed). A stop (a callback's request or Ctrl-C) ends
+    the seed it happens in and starts no further seed; the summary then covers the finished
+    seeds only, and result.json says so. With ``out_dir``, the run directory described in the
+    module docstring is written; ``description`` (at least ``model`` and ``model_config``) and
+    ``metadata`` go into result.json as they are.
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -730,28 +816,42 @@ def fit_seeds(
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {seeds}")
     out = Path(out_dir) if out_dir is not None else None
-    results = []
+    results, models = [], []
     for i, seed in enumerate(seeds):
         seed_everything(seed)
         model = build()
-        results.append(fit(model, data, dataclasses.replace(train_cfg, seed=seed), callbacks))
+        result = fit(model, data, dataclasses.replace(train_cfg, seed=seed), callbacks)
         if out is not None:
             state = model.state_dict()
             if len(seeds) > 1:
                 save_state_dict(state, out / f"seed_{seed}" / "model.pt")
             if i == 0:
                 save_state_dict(state, out / "model.pt")
-    frame, summary = summarize_seeds(seeds, results)
+        results.append(result)
+        models.append(model.to("cpu"))  # the accelerator holds one model at a time
+        if result.stopped:
+            break
+    ran = seeds[: len(results)]
+    frame, summary = summarize_seeds(ran, results)
     if out is not None:
-        write_run(out, seeds, results, description, data, train_cfg, metadata)
-    return frame, summary
+        write_run(out, ran, results, description, data, train_cfg, metadata,
+                  requested_seeds=seeds)  # fmt: skip
+    return SeedsResult(ran, seeds, models, results, frame, summary)
 
 
 def summarize_seeds(seeds: Sequence[int], results: Sequence[FitResult]):
-    """(per-seed frame, summary of ``SUMMARY_METRICS`` as ``{"mean", "std", "per_seed"}``)."""
+    """(per-seed frame, summary of ``SUMMARY_METRICS`` as ``{"mean", "std", "per_seed"}``);
+    the summary covers the seeds whose fit was not stopped."""
     frame = pd.DataFrame([{"seed": s, **r.scalars()} for s, r in zip(seeds, results, strict=True)])
-    summary = {metric: summarize(frame[metric].tolist()) for metric in SUMMARY_METRICS}
+    finished = frame[~frame["stopped"].astype(bool)]
+    summary = {metric: summarize(finished[metric].tolist()) for metric in SUMMARY_METRICS}
     return frame, summary
+
+
+def seed_histories(seeds: Sequence[int], results: Sequence[FitResult]) -> pd.DataFrame:
+    """The epochs of every seed in one frame: ``seed`` + HISTORY_COLUMNS."""
+    frames = [r.history.assign(seed=s) for s, r in zip(seeds, results, strict=True)]
+    return pd.concat(frames, ignore_index=True)[["seed", *HISTORY_COLUMNS]]
 
 
 def write_run(
@@ -763,16 +863,24 @@ def write_run(
     train_cfg: TrainConfig,
     metadata: Mapping | None = None,
     history_name: str = "history.csv",
+    requested_seeds: Sequence[int] | None = None,
 ) -> dict:
     """Write the epoch history (``history_name``), seeds.csv and result.json of fitted seeds;
     return the result document."""
     frame, summary = summarize_seeds(seeds, results)
-    history = pd.concat(
-        [r.history.assign(seed=s) for s, r in zip(seeds, results, strict=True)], ignore_index=True
-    )[["seed", *HISTORY_COLUMNS]]
+    history = seed_histories(seeds, results)
     write_atomic(out / history_name, lambda p: history.to_csv(p, index=False))
     write_atomic(out / "seeds.csv", lambda p: frame.to_csv(p, index=False))
     document = result_document(description, data, train_cfg, seeds, frame, summary, metadata)
+    finished = [s for s, r in zip(seeds, results, strict=True) if not r.stopped]
+    stop_reason = next((r.stop_reason for r in results if r.stopped), "")
+    requested = list(requested_seeds) if requested_seeds is not None else list(seeds)
+    document["seeds_requested"] = requested
+    document["seeds_finished"] = finished
+    document["stopped"] = bool(stop_reason)
+    document["stop_reason"] = stop_reason
+    document["summary_covers"] = (f"{len(finished)} finished seed(s) of {len(requested)} "
+                                  f"requested")  # fmt: skip
     write_json(out / "result.json", document)
     return document
 
@@ -893,6 +1001,8 @@ __all__ = [
     "resolve_device",
     "run_seeds",
     "save_state_dict",
+    "SeedsResult",
+    "StopTraining",
     "write_json",
     "seed_everything",
     "summarize",

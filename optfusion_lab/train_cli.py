@@ -135,7 +135,7 @@ def run_train(args: argparse.Namespace) -> int:
     resolve_device(train_cfg.device)  # fail before training when cuda is missing
     init_from_env()  # under torchrun: join the process group (one process per GPU)
     try:
-        _, summary = run_seeds(
+        run = run_seeds(
             model_name,
             model_cfg,
             data,
@@ -148,9 +148,8 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"optfusion-lab train: error: {exc}", file=sys.stderr)
         return 1
     if is_main_process():
-        print(format_train_summary(model_name, data.meta["dataset"], preset.name, seeds, summary,
-                                   args.out))
-    return 0
+        print(format_train_summary(model_name, data.meta["dataset"], preset.name, run, args.out))
+    return 130 if run.stopped else 0
 
 
 def _plain_arguments(args: argparse.Namespace) -> dict:
@@ -159,15 +158,21 @@ def _plain_arguments(args: argparse.Namespace) -> dict:
     return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
 
 
-def format_train_summary(
-    model: str, dataset: str, preset: str, seeds: list[int], summary: dict, out: Path
-) -> str:
+def format_train_summary(model: str, dataset: str, preset: str, run, out: Path) -> str:
+    """The lines the train and retrain commands print about a :class:`SeedsResult`."""
+    summary, seeds = run.summary, run.finished_seeds
+
     def pm(metric: str, fmt: str) -> str:
         s = summary[metric]
         return f"{s['mean']:{fmt}} +- {s['std']:{fmt}}"
 
+    stopped = []
+    if run.stopped:
+        stopped = [f"stopped ({run.stop_reason}) in seed {run.seeds[-1]}: the summary covers "
+                   f"{len(seeds)} finished seed(s) of {len(run.requested_seeds)}"]  # fmt: skip
     return "\n".join(
         [
+            *stopped,
             f"{model} on {dataset} (preset {preset}), {len(seeds)} seed(s) {seeds}",
             f"  test AUC        {pm('test_auc', '.5f')}",
             f"  test LogLoss    {pm('test_logloss', '.5f')}",

@@ -62,8 +62,9 @@ def test_resume_after_an_interrupt_equals_an_uninterrupted_run(data, tmp_path):
     first_model = model(data)
     partial = fit(first_model, data, CFG, [StepCounter(), InterruptAt(2)], checkpoint=path,
                   fingerprint={"data": "x"})
-    assert partial.interrupted and partial.epochs_run == 1
-    assert partial.test_auc != partial.test_auc  # NaN: no test evaluation when interrupted
+    assert partial.interrupted and partial.stopped and partial.epochs_run == 1
+    assert partial.stop_reason == "KeyboardInterrupt"
+    assert 0.5 < partial.test_auc < 1  # the best epoch so far is tested
     document = torch.load(path, weights_only=True)  # readable without running code
     assert document["loop"]["epoch"] == 1
 
@@ -88,13 +89,16 @@ def test_interrupt_leaves_the_best_weights_in_the_model(data, tmp_path):
     reference = model(data)
     best = fit(reference, data, TrainConfig(**{**CFG.__dict__, "epochs": 2}))
     assert result.best_epoch == best.best_epoch  # the same two epochs, so the same best
+    assert result.test_auc == best.test_auc  # tested like a run that ended by itself
     for key, value in reference.state_dict().items():
         assert torch.equal(value, m.state_dict()[key]), key
 
 
-def test_interrupt_before_the_first_epoch_ends_propagates(data):
-    with pytest.raises(KeyboardInterrupt):
-        fit(model(data), data, CFG, [InterruptAt(1)])
+def test_interrupt_before_the_first_epoch_ends_returns_a_stopped_result(data):
+    result = fit(model(data), data, CFG, [InterruptAt(1)])
+    assert result.interrupted and result.epochs_run == 0 and result.best_epoch == 0
+    assert result.test_auc != result.test_auc  # NaN, and the note says why
+    assert "before the first epoch ended" in result.test_note
 
 
 def test_resume_with_other_options_is_an_error(data, tmp_path):

@@ -100,7 +100,7 @@ def test_every_baseline_learns_the_planted_structure(criteo, model):
 
 def test_same_seed_same_metrics_other_seed_differs(criteo):
     model_cfg, train_cfg = tiny("dcn", criteo, epochs=1)
-    frames = [run_seeds("dcn", model_cfg, criteo, train_cfg, [s])[0] for s in (3, 3, 4)]
+    frames = [run_seeds("dcn", model_cfg, criteo, train_cfg, [s]).frame for s in (3, 3, 4)]
     metrics = ["test_auc", "test_logloss", "best_valid_auc"]
     assert frames[0][metrics].equals(frames[1][metrics])
     assert (frames[0][metrics].to_numpy() != frames[2][metrics].to_numpy()).all()
