@@ -56,7 +56,7 @@ from torch import nn
 
 from .data.dataset import PreparedData
 from .data.loader import BatchLoader
-from .io import write_atomic, write_json
+from .io import SEARCH_RUN, claim_output_folder, write_atomic, write_json
 from .models.genotype import DESIGNS, FusionGraph, Genotype
 from .models.supernet import FusionNetwork, SupernetConfig, supernet_state_for
 from .names import ALGORITHMS
@@ -360,6 +360,8 @@ def search(
     with other data or options (see :func:`optfusion_lab.train.fit`).
     """
     started = time.perf_counter()
+    if checkpoint_dir is not None:
+        claim_output_folder(checkpoint_dir, SEARCH_RUN)
     seed_everything(train_cfg.seed)
     net = build_supernet(data, supernet_cfg, search_cfg.design)
     plan = search_phases(net, search_cfg.algorithm)
@@ -503,8 +505,7 @@ def stability_summary(genotypes: Sequence[Genotype], seeds: Sequence[int] | None
 def write_stability(out_dir: str | Path, stability: dict) -> dict:
     """Write ``stability_edges.csv``, ``stability_operations.csv`` and ``stability.json`` (both
     frames as records, NaN as null) of a :func:`stability_summary`; return the JSON document."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_output_folder(out_dir, SEARCH_RUN)
     edges, operations = stability["edges"], stability["operations"]
     write_atomic(out / "stability_edges.csv", lambda p: edges.to_csv(p, index=False))
     write_atomic(out / "stability_operations.csv", lambda p: operations.to_csv(p, index=False))
@@ -546,8 +547,7 @@ def write_search_run(
     metrics at the final phase's best epoch, in the shape of ``optfusion-lab train``'s result
     file, plus ``algorithm``, per-phase metrics ``phases`` and search seconds).
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_output_folder(out, SEARCH_RUN)
     result.genotype.save(out / "genotype.json")
     write_atomic(out / "history.csv", lambda p: result.history.to_csv(p, index=False))
     save_state_dict(result.network.state_dict(), out / "supernet.pt")

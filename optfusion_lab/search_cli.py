@@ -110,6 +110,7 @@ def run_search(args: argparse.Namespace) -> int:
 
     from .data.dataset import PreparedData
     from .distributed import init_from_env, is_main_process
+    from .io import SEARCH_RUN, claim_output_folder
     from .models.supernet import SupernetConfig
     from .presets import get_search_preset
     from .search import SearchConfig, stability_summary, write_stability
@@ -143,6 +144,7 @@ def run_search(args: argparse.Namespace) -> int:
     metadata = {"preset": name, "arguments": _plain_arguments(args)}
     if not args.seeds:
         return _search_one(args, args.out, data, supernet_cfg, train_cfg, search_cfg, metadata)[0]
+    claim_output_folder(args.out, SEARCH_RUN)  # the seeds' runs and the stability summary
     genotypes = []
     for seed in args.seeds:
         seed_cfg = dataclasses.replace(train_cfg, seed=seed)
@@ -175,7 +177,6 @@ def _search_one(args, out: Path, data, supernet_cfg, train_cfg, search_cfg, meta
         if is_main_process():
             print(f"{out}: the search finished already; nothing to resume")
         return 0, Genotype.load(out / "genotype.json")
-    out.mkdir(parents=True, exist_ok=True)
     try:
         result = search(data, supernet_cfg, train_cfg, search_cfg, checkpoint_dir=out,
                         resume=args.resume, fingerprint=fingerprint)  # fmt: skip

@@ -47,7 +47,12 @@ from optfusion_lab import __version__
 from optfusion_lab.data.dataset import PreparedData
 from optfusion_lab.data.loader import BatchLoader
 from optfusion_lab.distributed import distributed_rank_and_size
-from optfusion_lab.io import write_atomic, write_json  # re-exported: the project's one writer
+from optfusion_lab.io import (  # write_atomic and write_json: re-exported from the one writer
+    TRAINING_RUN,
+    claim_output_folder,
+    write_atomic,
+    write_json,
+)
 from optfusion_lab.models import ModelConfig, build_model
 from optfusion_lab.names import DEVICES
 
@@ -815,7 +820,7 @@ def fit_seeds(
         raise ValueError("run_seeds needs at least one seed")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {seeds}")
-    out = Path(out_dir) if out_dir is not None else None
+    out = claim_output_folder(out_dir, TRAINING_RUN) if out_dir is not None else None
     results, models = [], []
     for i, seed in enumerate(seeds):
         seed_everything(seed)

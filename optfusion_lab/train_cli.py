@@ -187,16 +187,15 @@ def format_train_summary(model: str, dataset: str, preset: str, run, out: Path) 
 
 def run_predict(args: argparse.Namespace) -> int:
     """Run ``predict`` from parsed arguments; return the exit code."""
-    import os
-    import tempfile
-
     import numpy as np
     import pandas as pd
 
     from optfusion_lab.data.dataset import PreparedData
     from optfusion_lab.data.prepare import PrepareConfig, prepare
+    from optfusion_lab.io import check_output_file, scratch_dir, write_csv
     from optfusion_lab.train import binary_metrics, load_run, predict_proba, resolve_device
 
+    out = check_output_file(args.out, "prediction file", _is_prediction_file)
     device = resolve_device(args.device)
     model, result = load_run(args.run, seed=args.seed, device=device)
     data_dir = Path(result["data_dir"])
@@ -215,10 +214,8 @@ def run_predict(args: argparse.Namespace) -> int:
         threshold=options.get("threshold", 2),
         drop_impression=options.get("drop_impression", False),
     )  # on_bad_lines="error": every input row gets its prediction, in order
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".predict-", dir=out.parent) as scratch:
-        encoded_dir = Path(scratch) / "encoded"
+    with scratch_dir(out) as scratch:
+        encoded_dir = scratch / "encoded"
         prepare(args.input, encoded_dir, cfg, vocab_from=data_dir)
         encoded = PreparedData.open(encoded_dir)
         features, labels = encoded.arrays("all")
@@ -226,16 +223,20 @@ def run_predict(args: argparse.Namespace) -> int:
         frame = pd.DataFrame({"probability": probs})
         if labels is not None:
             frame["label"] = np.asarray(labels).astype(np.int64)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_csv(out, frame)
     line = f"{len(frame):,} rows scored with {result['model']} ({args.run}) -> {out}"
     if labels is not None and frame["label"].nunique() == 2:
         metrics = binary_metrics(frame["label"].to_numpy(), probs)
         line += f" (AUC {metrics['auc']:.5f}, LogLoss {metrics['logloss']:.5f})"
     print(line)
     return 0
+
+
+PREDICTION_HEADERS = ("probability", "probability,label")  # the first line of a prediction file
+
+
+def _is_prediction_file(path: Path) -> bool:
+    """Whether ``path`` is a prediction file written by ``predict`` (it may be replaced)."""
+    with open(path, "rb") as f:
+        first = f.readline(64).decode("utf-8", "replace").strip()
+    return first in PREDICTION_HEADERS

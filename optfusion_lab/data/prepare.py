@@ -15,14 +15,14 @@ seeded permutation with exactly floor(0.8 n) train and floor(0.1 n) valid rows, 
 Rows keep their file order inside each split, which is the reference's (unshuffled) order.
 
 The output is written to a scratch directory beside ``out`` and renamed into place only when
-complete, so an interrupted run never leaves a dataset that a later run would trust.
+complete, so an interrupted run never leaves a dataset that a later run would trust. It replaces
+only an earlier prepared dataset (recognised by its marker, :mod:`optfusion_lab.io`): a file or a
+folder of anything else at ``out`` is an error, and is left as it was.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -33,6 +33,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..io import (
+    PREPARED_DATA,
+    check_output_folder,
+    mark_output_folder,
+    replace_output_folder,
+    scratch_dir,
+    write_json,
+)
 from .errors import BadLine, BadLineReport, DataFormatError
 from .reader import RowLines, iter_raw_batches, sha256_in_background, sha256_of, sniff_layout
 from .schemas import Schema, get_schema
@@ -247,17 +255,6 @@ def _complete(out: Path, meta: dict) -> bool:
     return all((out / name).is_file() for name in names)
 
 
-def _install(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` directory to ``out``, replacing an older dataset there."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def prepare(
     input_path: str | Path,
     out: str | Path,
@@ -284,6 +281,7 @@ def prepare(
                 f"--vocab-from {vocab_from} holds {base['dataset']} data with fields "
                 f"{base['field_names']}, not {schema.name} with {list(schema.fields)}"
             )
+    check_output_folder(out, PREPARED_DATA)  # before the work: a user's files are never replaced
     layout = sniff_layout(path, schema, allow_unlabelled=vocab_from is not None)
     options = {**asdict(cfg), "vocab_from": str(Path(vocab_from).resolve()) if base else None}
 
@@ -297,11 +295,7 @@ def prepare(
     ):
         return {**previous, "reused": True}
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with scratch_dir(out) as tmp:
         sha256 = sha256_in_background(path)
         report = BadLineReport()
         store = CodeStore(tmp / "codes.scratch", schema.num_fields)
@@ -363,9 +357,7 @@ def prepare(
             "library_version": __version__,
             "seconds": round(time.perf_counter() - started, 3),
         }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        _install(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_json(tmp / "meta.json", meta)
+        mark_output_folder(tmp, PREPARED_DATA)
+        replace_output_folder(tmp, out, PREPARED_DATA)
     return {**meta, "reused": False}

@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from ..io import write_bytes
 from .schemas import AVAZU_RAW_COLUMNS, CRITEO_CAT_COLUMNS, CRITEO_INT_COLUMNS
 
 
@@ -274,10 +275,7 @@ def write(data: SyntheticData, path: str | Path) -> Path:
     raw = to_raw_bytes(data)
     if path.suffix == ".gz":
         raw = gzip.compress(raw, compresslevel=9, mtime=0)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(raw)
-    tmp.replace(path)
-    return path
+    return write_bytes(path, raw)
 
 
 # The embedded samples in data_samples/: file name, rows, seed (each file stays under 1 MiB).

@@ -24,6 +24,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ..fusion import validate_operation
+from ..io import write_text
 from ..names import SHALLOW_BLOCKS
 
 GENOTYPE_VERSION = 1
@@ -279,11 +280,8 @@ class Genotype:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json())
-        tmp.replace(path)
-        return path
+        """Write the genotype as JSON to ``path`` (atomically); return the path."""
+        return write_text(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> Genotype:
