@@ -70,6 +70,7 @@ def test_torchrun_two_process_search_writes_one_genotype(tmp_path):
     from conftest import DATA_SAMPLES
 
     from optfusion_lab.data import PrepareConfig, prepare
+    from optfusion_lab.io import MARKER
     from optfusion_lab.models.genotype import Genotype
 
     data = tmp_path / "teacher"
@@ -85,4 +86,5 @@ def test_torchrun_two_process_search_writes_one_genotype(tmp_path):
     Genotype.load(run / "genotype.json")
     result = json.loads((run / "result.json").read_text())
     assert 0.5 < result["test_auc"]["mean"] < 1.0 and 0.5 < result["best_valid_auc"]["mean"]
-    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []  # no temp files
+    hidden = sorted(p.name for p in run.iterdir() if p.name.startswith("."))
+    assert hidden == [MARKER]  # the output's marker, and no scratch files
