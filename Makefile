@@ -34,7 +34,7 @@ lint: $(STAMP)
 
 # Regenerate the embedded synthetic samples (their content is checked by tests/test_synthetic.py).
 samples: $(STAMP)
-	$(BIN)/python -m optfusion_lab.data.synthetic --write-samples data_samples
+	$(BIN)/python -m optfusion_lab.samples data_samples
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_prepare.py

@@ -190,7 +190,7 @@ def _search_one(args, out: Path, data, supernet_cfg, train_cfg, search_cfg, meta
     if not is_main_process():
         return 0, result.genotype
     if args.truth is not None:
-        from .data.teacher import score_genotype
+        from .models.teacher import score_genotype
 
         metadata = {**metadata, "score_against_truth": score_genotype(
             result.genotype, Genotype.load(args.truth)).to_dict()}  # fmt: skip

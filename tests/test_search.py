@@ -13,11 +13,11 @@ from conftest import DATA_SAMPLES
 from optfusion_lab.cli import main
 from optfusion_lab.data import PrepareConfig, prepare
 from optfusion_lab.data.dataset import PreparedData
-from optfusion_lab.data.synthetic import TEACHER_SAMPLE
-from optfusion_lab.data.teacher import score_genotype, teacher_split_auc
+from optfusion_lab.data.teacher import TEACHER_SAMPLE
 from optfusion_lab.models import ModelConfig
 from optfusion_lab.models.genotype import Genotype
 from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig
+from optfusion_lab.models.teacher import score_genotype, teacher_split_auc
 from optfusion_lab.search import (
     HISTORY_COLUMNS,
     SearchConfig,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import DATA_SAMPLES
 from sklearn.metrics import roc_auc_score
 
+import optfusion_lab.data
 from optfusion_lab.data import PrepareConfig, prepare
 from optfusion_lab.data.synthetic import PLANTED, SAMPLES, column_specs, generate, to_raw_bytes
 
@@ -64,9 +66,9 @@ def test_kdd12_ids_exceed_int64():
 
 
 def test_teacher_sample_is_reproduced_and_its_genotype_stated():
-    from optfusion_lab.data.synthetic import TEACHER_GENOTYPE_FILE, TEACHER_SAMPLE
-    from optfusion_lab.data.teacher import TEACHER_GENOTYPE, generate_teacher
+    from optfusion_lab.data.teacher import TEACHER_GENOTYPE_FILE, TEACHER_SAMPLE
     from optfusion_lab.models.genotype import Genotype
+    from optfusion_lab.models.teacher import TEACHER_GENOTYPE, generate_teacher
 
     name, rows, seed = TEACHER_SAMPLE
     committed = gzip.decompress((DATA_SAMPLES / name).read_bytes())
@@ -77,8 +79,7 @@ def test_teacher_sample_is_reproduced_and_its_genotype_stated():
 
 
 def test_teacher_inputs_survive_preprocessing_unchanged(tmp_path):
-    from optfusion_lab.data.synthetic import TEACHER_SAMPLE
-    from optfusion_lab.data.teacher import TEACHER_VOCAB
+    from optfusion_lab.data.teacher import TEACHER_SAMPLE, TEACHER_VOCAB
 
     meta = prepare(DATA_SAMPLES / TEACHER_SAMPLE[0], tmp_path / "t", PrepareConfig("kdd12"))
     # Every latent value is kept (no OOV merging): the student sees a relabelling of them.
@@ -88,8 +89,8 @@ def test_teacher_inputs_survive_preprocessing_unchanged(tmp_path):
 def test_genotype_score_against_the_teacher():
     import dataclasses
 
-    from optfusion_lab.data.teacher import TEACHER_GENOTYPE, score_genotype
     from optfusion_lab.models.genotype import Genotype
+    from optfusion_lab.models.teacher import TEACHER_GENOTYPE, score_genotype
 
     perfect = score_genotype(TEACHER_GENOTYPE)
     assert perfect.edge_agreement == perfect.edge_recall == perfect.operation_agreement == 1.0
@@ -98,11 +99,42 @@ def test_genotype_score_against_the_teacher():
     alpha[graph.edges.index(("D1", "OUT"))] = 1.0  # one extra live edge
     beta = [list(r) for r in TEACHER_GENOTYPE.beta]
     beta[-1] = [0.0, 0.0, 5.0, 0.0]  # OUT picks concat instead of add
-    other = Genotype.from_arch(**{
-        k: getattr(TEACHER_GENOTYPE, k)
-        for k in ("num_fields", "embed_dim", "num_layers", "shallow", "operations")
-    }, alpha=alpha, beta=beta)  # fmt: skip
+    sizes = ("num_fields", "embed_dim", "num_layers", "shallow", "operations")
+    same = {k: getattr(TEACHER_GENOTYPE, k) for k in sizes}
+    other = Genotype.from_arch(**same, alpha=alpha, beta=beta)
     score = score_genotype(other)
     assert score.edge_agreement == 32 / 33 and score.edge_recall == 1.0
     assert score.edge_precision == 8 / 9 and score.operation_agreement < 1.0
     assert dataclasses.asdict(score) == score.__dict__
+
+
+def test_samples_writer_reproduces_every_committed_sample(tmp_path):
+    from optfusion_lab.samples import main as write_samples_main
+
+    write_samples_main([str(tmp_path)])
+    written = sorted(p.name for p in tmp_path.iterdir())
+    committed = sorted(p.name for p in DATA_SAMPLES.iterdir() if p.name != "README.md")
+    assert written == committed
+    for name in written:
+        assert (tmp_path / name).read_bytes() == (DATA_SAMPLES / name).read_bytes(), name
+
+
+def test_data_package_imports_no_model_code():
+    """Layers point one way: data/ knows nothing of models/ (the batch loader alone uses torch)."""
+    import ast
+
+    model_side = {"models", "components", "fusion", "train", "search", "samples"}
+    package = Path(optfusion_lab.data.__file__).parent
+    for module in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [("." * node.level) + (node.module or "")]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                parts = set(name.lstrip(".").split("."))
+                assert not parts & model_side, f"{module.name} imports {name}"
+                if module.name != "loader.py":
+                    assert not name.startswith("torch"), f"{module.name}: {name}"

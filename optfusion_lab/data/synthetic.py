@@ -21,7 +21,6 @@ different sizes made with one seed share one truth.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import io
 import zlib
@@ -285,34 +284,3 @@ SAMPLES = {
     "kdd12": ("kdd12_sample.tsv.gz", 20_000, 2025),
 }
 
-
-# The embedded teacher sample (labels from a stated genotype): file name, rows, seed.
-TEACHER_SAMPLE = ("teacher_kdd12.tsv.gz", 20_000, 2025)
-TEACHER_GENOTYPE_FILE = "teacher_genotype.json"
-
-
-def write_samples(directory: str | Path) -> list[Path]:
-    from .teacher import TEACHER_GENOTYPE, generate_teacher  # imports torch
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = [
-        write(generate(dataset, rows, seed), directory / name)
-        for dataset, (name, rows, seed) in SAMPLES.items()
-    ]
-    name, rows, seed = TEACHER_SAMPLE
-    paths.append(write(generate_teacher(rows, seed), directory / name))
-    paths.append(TEACHER_GENOTYPE.save(directory / TEACHER_GENOTYPE_FILE))
-    return paths
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write the embedded synthetic samples.")
-    parser.add_argument("--write-samples", type=Path, required=True, metavar="DIR")
-    args = parser.parse_args(argv)
-    for path in write_samples(args.write_samples):
-        print(f"wrote {path} ({path.stat().st_size:,} bytes)")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,159 @@
+"""The teacher model: labels drawn from a stated fusion genotype, so a search can be scored.
+
+The teacher is the derived (hard) model of :data:`TEACHER_GENOTYPE` with random weights:
+embeddings N(0, 1) and PyTorch's default initialisation elsewhere, seeded by ``seed``. Its raw
+output is standardised with a mean and spread measured on a reference sample (that depends on the
+seed only), then ``logit = TEACHER_SCALE * z + TEACHER_BIAS`` and ``click ~ Bernoulli(sigmoid)``.
+Its inputs (columns, latent values, the raw table) need no model and live in
+:mod:`optfusion_lab.data.teacher`.
+
+The stated architecture (3 layers, shallow block = cross):
+
+    C0  <- E
+    C1  <- E, C0          prod
+    D1  <- E              add
+    D2  <- C1, D1         concat
+    OUT <- C1, D2         add
+
+It is neither the stacked nor the parallel design: a cross chain and a deep layer merged by
+CONCAT in layer 2, with a skip from C1 to the output. Layer 3 is unused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..data.synthetic import SyntheticData
+from ..data.teacher import TEACHER_FIELDS, TEACHER_VOCAB, draw_teacher_inputs, teacher_table
+from ..names import OPERATIONS
+from .genotype import FusionGraph, Genotype
+from .supernet import FusionNetwork
+
+TEACHER_EMBED_DIM = 4  # D of the teacher (d = 11 * 4 = 44)
+TEACHER_SCALE = 2.5  # spread of the standardised teacher logit
+TEACHER_BIAS = -1.2  # gives a click rate near 30%
+TEACHER_EDGES = (
+    ("E", "C0"),
+    ("E", "C1"),
+    ("C0", "C1"),
+    ("E", "D1"),
+    ("C1", "D2"),
+    ("D1", "D2"),
+    ("C1", "OUT"),
+    ("D2", "OUT"),
+)
+TEACHER_OPERATIONS = {
+    "C1": "prod",
+    "D1": "add",
+    "C2": "add",
+    "D2": "concat",
+    "C3": "add",
+    "D3": "add",
+    "OUT": "add",
+}
+
+
+def teacher_genotype(num_fields: int = len(TEACHER_FIELDS)) -> Genotype:
+    """The stated teacher architecture (module docstring) as a genotype."""
+    graph = FusionGraph(3)
+    alpha = [1.0 if e in TEACHER_EDGES else -1.0 for e in graph.edges]
+    beta = [
+        [4.0 if op == TEACHER_OPERATIONS[node] else 0.0 for op in OPERATIONS]
+        for node in graph.fusion_nodes
+    ]
+    return Genotype.from_arch(
+        num_fields=num_fields,
+        embed_dim=TEACHER_EMBED_DIM,
+        num_layers=3,
+        shallow="cross",
+        operations=OPERATIONS,
+        alpha=alpha,
+        beta=beta,
+    )
+
+
+TEACHER_GENOTYPE = teacher_genotype()
+
+
+def teacher_network(seed: int) -> FusionNetwork:
+    """The teacher model with its seeded random weights."""
+    torch.manual_seed(seed)
+    net = FusionNetwork.from_genotype(TEACHER_GENOTYPE, sum(TEACHER_VOCAB), len(TEACHER_VOCAB))
+    torch.nn.init.normal_(net.embedding.table.weight, 0.0, 1.0)
+    return net.eval()
+
+
+def _raw_teacher_output(net: FusionNetwork, latent: np.ndarray) -> np.ndarray:
+    offsets = np.concatenate([[0], np.cumsum(TEACHER_VOCAB)[:-1]])
+    with torch.no_grad():
+        return net(torch.from_numpy(latent + offsets)).double().numpy()
+
+
+def teacher_logits(latent: np.ndarray, seed: int) -> np.ndarray:
+    """True logits of rows given as latent indices (n, 11)."""
+    net = teacher_network(seed)
+    reference_rows = draw_teacher_inputs(np.random.default_rng([seed, 2]), 4096)
+    reference = _raw_teacher_output(net, reference_rows)
+    z = (_raw_teacher_output(net, latent) - reference.mean()) / reference.std()
+    return TEACHER_SCALE * z + TEACHER_BIAS
+
+
+def generate_teacher(rows: int, seed: int = 0) -> SyntheticData:
+    """``rows`` rows in the KDD12 raw layout with labels drawn from the teacher."""
+    rng = np.random.default_rng([seed, 1])
+    latent = draw_teacher_inputs(rng, rows)
+    logits = teacher_logits(latent, seed)
+    labels = (rng.random(rows) < 1.0 / (1.0 + np.exp(-logits))).astype(np.uint8)
+    latent_by_name = {name: latent[:, j] for j, name in enumerate(TEACHER_FIELDS)}
+    table = teacher_table(latent, labels)
+    return SyntheticData("kdd12", table, latent_by_name, logits, labels, None)
+
+
+@dataclass(frozen=True)
+class GenotypeScore:
+    """How a found genotype compares with the teacher's, over the candidate edges."""
+
+    edge_agreement: float  # share of candidate edges whose live/not-live status matches
+    edge_precision: float  # share of found live edges that the teacher has
+    edge_recall: float  # share of the teacher's live edges that were found
+    operation_agreement: float  # share of nodes live in both that chose the same operation
+
+    def to_dict(self) -> dict:
+        return {k: round(v, 6) for k, v in self.__dict__.items()}
+
+
+def score_genotype(found: Genotype, truth: Genotype = TEACHER_GENOTYPE) -> GenotypeScore:
+    """Compare the *live* edges and operations of ``found`` with those of ``truth``."""
+    if found.num_layers != truth.num_layers:
+        raise ValueError("genotypes with different numbers of layers cannot be compared")
+    edges = truth.graph.edges
+    a, b = set(found.live_edges()), set(truth.live_edges())
+    agreement = sum((e in a) == (e in b) for e in edges) / len(edges)
+    precision = len(a & b) / len(a) if a else 0.0
+    recall = len(a & b) / len(b) if b else 0.0
+    both = (set(found.live_blocks()) & set(truth.live_blocks()) - {"C0"}) | {"OUT"}
+    same = sum(found.choice(n).operation == truth.choice(n).operation for n in both)
+    return GenotypeScore(agreement, precision, recall, same / len(both))
+
+
+def teacher_split_auc(data_meta: dict, split_arrays, rows: int, seed: int, split: str = "test"):
+    """The teacher's own AUC on one split of its prepared file: the ceiling for a student.
+
+    ``data_meta`` and ``split_arrays`` (features, labels) come from the prepared teacher file
+    (``PreparedData.meta`` and ``.arrays(split)``); ``rows`` and ``seed`` are the ones the file
+    was generated with. The labels are checked against the regenerated ones, so a mismatch
+    between file and parameters is an error, not a wrong number.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    from ..data.prepare import SPLITS, split_assignment
+
+    data = generate_teacher(rows, seed)
+    in_split = split_assignment(rows, data_meta["seed"]) == SPLITS.index(split)
+    labels = np.asarray(split_arrays[1])
+    if not np.array_equal(data.labels[in_split].astype(np.float32), labels):
+        raise ValueError("these prepared rows were not generated with this rows/seed")
+    return float(roc_auc_score(labels, data.logits[in_split]))
