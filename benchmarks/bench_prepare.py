@@ -85,7 +85,7 @@ def data_file(rows: int, seed: int, vocab_scale: float, data_dir: Path) -> Path:
     started = time.perf_counter()
     write(generate("criteo", rows, seed=seed, vocab_scale=vocab_scale), path)  # atomic
     print(f"{time.perf_counter() - started:.1f} s, {path.stat().st_size / MIB:.1f} MiB",
-          flush=True)  # fmt: skip
+          flush=True)
     return path
 
 
@@ -100,7 +100,7 @@ def _run_with_gnu_time(command: list[str]) -> tuple[float, int, subprocess.Compl
     with tempfile.NamedTemporaryFile("r", suffix=".maxrss") as report:
         started = time.perf_counter()
         done = subprocess.run([GNU_TIME, "-f", "%M", "-o", report.name, *command],
-                              capture_output=True, text=True)  # fmt: skip
+                              capture_output=True, text=True)
         seconds = time.perf_counter() - started
         lines = report.read().split()
     peak_kib = int(lines[-1]) if lines and lines[-1].isdigit() else -1
@@ -135,7 +135,7 @@ def run_prepare(path: Path, out: Path) -> dict:
     """One timed run of the command on ``path`` into a fresh ``out``."""
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-m", "optfusion_lab.cli", "prepare", "--dataset", "criteo",
-               "--input", str(path), "--out", str(out)]  # fmt: skip
+               "--input", str(path), "--out", str(out)]
     use_time = os.access(GNU_TIME, os.X_OK)
     busy, cpu = busy_cpu_seconds(), _children_cpu_seconds()
     seconds, peak_kib, done = (_run_with_gnu_time if use_time else _run_with_polling)(command)
@@ -171,7 +171,7 @@ def bench_size(rows: int, path: Path, repeats: int, out: Path, keep: bool) -> di
               f"(prepare {run['prepare_seconds']:.2f} s, CPU {run['cpu_seconds']:.2f} s), peak "
               f"{'?' if rss is None else f'{rss:,.0f}'} MiB; load {before[0]:.2f} before; "
               f"other processes used {'?' if others is None else f'{others:.0%}'} of the CPUs",
-              flush=True)  # fmt: skip
+              flush=True)
         if run["rows"] != rows:
             raise SystemExit(f"prepared {run['rows']:,} rows from a {rows:,}-row file")
     if not keep:
@@ -218,18 +218,18 @@ def print_table(results: list[dict]) -> None:
               f"{peak:>8} {_ratio(r['rows'], base['rows']):>6} "
               f"{_ratio(r['best_s'], base['best_s']):>6} "
               f"{_ratio(r['min_cpu_s'], base['min_cpu_s']):>6} "
-              f"{_ratio(r['peak_rss_mib'], base['peak_rss_mib']):>6} {others:>6}")  # fmt: skip
+              f"{_ratio(r['peak_rss_mib'], base['peak_rss_mib']):>6} {others:>6}")
     print(f"best/median s: wall seconds of the whole command, start-up included; prep s: the best "
           f"seconds prepare reports in meta.json (no start-up);\nCPU s: the least user+sys "
           f"seconds of a run; peak MiB: the largest peak RSS of the runs; rows/s from the best "
           f"wall seconds;\nx ...: relative to the {base['rows']:,}-row file; others: median share "
-          f"of all CPUs used by other processes during the runs")  # fmt: skip
+          f"of all CPUs used by other processes during the runs")
 
 
 def print_targets(results: list[dict]) -> list[dict]:
     target = next((r for r in results if r["rows"] == TARGET_ROWS), None)
     print(f"\ntargets on the {TARGET_ROWS:,}-row file: >= {TARGET_ROWS_PER_S:,} rows/s, "
-          f"peak memory < {TARGET_PEAK_MIB / 1024:g} GiB")  # fmt: skip
+          f"peak memory < {TARGET_PEAK_MIB / 1024:g} GiB")
     if target is None:
         print(f"  (not measured: add {TARGET_ROWS:,} to --sizes)")
         return []
@@ -240,12 +240,12 @@ def print_targets(results: list[dict]) -> list[dict]:
         {"target": f"peak RSS < {TARGET_PEAK_MIB} MiB",
          "value": None if peak is None else round(peak), "met": peak is not None
          and peak < TARGET_PEAK_MIB},
-    ]  # fmt: skip
+    ]
     for c in checks:
         print(f"  {c['target']:<24} measured {c['value']!s:>10}   "
-              f"{'met' if c['met'] else 'NOT met'}")  # fmt: skip
+              f"{'met' if c['met'] else 'NOT met'}")
     print(f"  num_features of the prepared {TARGET_ROWS:,}-row dataset: "
-          f"{target['num_features']:,}")  # fmt: skip
+          f"{target['num_features']:,}")
     return checks
 
 
@@ -267,16 +267,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-output", action="store_true",
                         help="keep the last prepared dataset of each size in the data dir")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
-    args = parser.parse_args(argv)  # fmt: skip
+    args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
 
     env = environment()
     print(f"optfusion-lab {env['optfusion_lab']}, Python {env['python']}, pyarrow "
           f"{env['pyarrow']}, numpy {env['numpy']}, {env['cpus']} CPUs; peak memory from "
-          f"{env['peak_memory_from']}")  # fmt: skip
+          f"{env['peak_memory_from']}")
     print(f"vocab_scale {args.vocab_scale:g}, seed {args.seed}, repeats {args.repeats}; "
-          f"load average at start {load()}")  # fmt: skip
+          f"load average at start {load()}")
     sizes = sorted(set(args.sizes))
     paths = {rows: data_file(rows, args.seed, args.vocab_scale, args.data_dir) for rows in sizes}
     load_start = load()
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results)
     checks = print_targets(results)
     print(f"\nload average (1, 5, 15 min): {load_start} before the runs, {load_end} after; "
-          f"{env['cpus']} CPUs")  # fmt: skip
+          f"{env['cpus']} CPUs")
 
     if args.json:
         report = {

@@ -126,7 +126,7 @@ def prepared_dataset(rows: int, data_dir: Path) -> Path:
     meta = prepare(raw, out, PrepareConfig("criteo", threshold=2, seed=42))  # reused when valid
     how = "reused" if meta.get("reused") else f"prepared in {time.perf_counter() - started:.1f} s"
     print(f"data: {out.relative_to(HERE.parent)} ({how}): {meta['num_rows']} rows, "
-          f"{meta['num_features']:,} features, {meta['num_fields']} fields")  # fmt: skip
+          f"{meta['num_features']:,} features, {meta['num_fields']} fields")
     return out
 
 
@@ -221,10 +221,10 @@ def worker(args: argparse.Namespace) -> int:
 
         train_cfg = TrainConfig(epochs=1000, batch_size=BATCH_SIZE, lr_emb=lr, l2_emb=l2, lr_nn=lr,
                                 l2_nn=l2, patience=1000, device="cpu", threads=args.threads,
-                                seed=0, progress=False)  # fmt: skip
+                                seed=0, progress=False)
     else:
         lean_cfg = LeanConfig(batch_size=BATCH_SIZE, epochs=1000, patience=1000, lr_emb=lr,
-                              l2_emb=l2, lr_nn=lr, l2_nn=l2)  # fmt: skip
+                              l2_emb=l2, lr_nn=lr, l2_nn=l2)
     try:
         if loop == "fit":
             fit(model, data, train_cfg, callbacks=[TimerCallback()])
@@ -246,7 +246,7 @@ def worker(args: argparse.Namespace) -> int:
     if timer.profiler is not None:
         averages = timer.profiler.key_averages()
         result["profile_table"] = averages.table(sort_by="self_cpu_time_total", row_limit=22,
-                                                 max_name_column_width=38)  # fmt: skip
+                                                 max_name_column_width=38)
         result["profile_ops"] = {
             e.key: {"self_ms": e.self_cpu_time_total / 1000, "calls": e.count}
             for e in averages
@@ -263,7 +263,7 @@ def run_worker(name: str, args: argparse.Namespace, data: Path, profile_steps: i
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--data", str(data),
                "--threads", str(args.threads), "--warmup", str(args.warmup), "--steps",
                str(args.steps), "--min-seconds", str(args.min_seconds),
-               "--profile-steps", str(profile_steps)]  # fmt: skip
+               "--profile-steps", str(profile_steps)]
     before = load()
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
@@ -305,7 +305,7 @@ def timed_run(name: str, args: argparse.Namespace, data: Path, profile_steps: in
         if not r["contended"] or attempt == args.retries + 1:
             return r
         print(f"    {name}: other processes used {share:.0%} of the CPUs during the timed steps "
-              f"({r['samples_per_s']:,.0f} samples/s); retrying", flush=True)  # fmt: skip
+              f"({r['samples_per_s']:,.0f} samples/s); retrying", flush=True)
     raise AssertionError("unreachable")
 
 
@@ -339,7 +339,7 @@ def print_table(rows: list[dict]) -> None:
     lean = next((r for r in rows if r["model"] == LEAN), None)
     header = (f"{'model':<15} {'loop':<9} {'params':>10} {'samples/s':>10} {'best':>8} "
               f"{'min':>8} {'ms/step':>8} {'peak RSS MiB':>12} {'data+model':>10} "
-              f"{'x lean':>7} {'CPU/wall':>8} {'others':>6} {'clean':>5}")  # fmt: skip
+              f"{'x lean':>7} {'CPU/wall':>8} {'others':>6} {'clean':>5}")
     print()
     print(header)
     print("-" * len(header))
@@ -350,14 +350,14 @@ def print_table(rows: list[dict]) -> None:
               f"{r['min_samples_per_s']:>8,.0f} {r['median_ms_per_step']:>8.1f} "
               f"{r['peak_rss_mib']:>12,.0f} {r['data_model_mib']:>10,.0f} "
               f"{fmt(ratio, '>6.2f'):>6}x {r['cpu_per_wall']:>8.2f} "
-              f"{r['others_cpu_share']:>6.0%} {r['clean_runs']:>2}/{len(r['runs'])}")  # fmt: skip
+              f"{r['others_cpu_share']:>6.0%} {r['clean_runs']:>2}/{len(r['runs'])}")
     print("samples/s: median over the clean runs of steady-state training samples/s (best, min "
           "beside it); x lean: median / lean-dcn median;\npeak RSS: VmHWM of the model's own "
           "process; data+model: peak less the RSS after imports; CPU/wall: process CPU seconds "
           "per wall second\nin the timed steps (close to --threads when nothing else competes); "
           "others: largest share of all CPUs other processes used in a counted run's timed "
           "steps;\nclean: runs in which other processes used less than --max-others of the CPUs "
-          "(only those are counted, unless there are none)")  # fmt: skip
+          "(only those are counted, unless there are none)")
 
 
 def print_profiles(profiles: dict[str, dict], top: int = 18) -> None:
@@ -365,7 +365,7 @@ def print_profiles(profiles: dict[str, dict], top: int = 18) -> None:
         print(f"\n--- torch.profiler, {name}: {result['timed_steps']} steps, "
               f"{result['ms_per_step']:.1f} ms/step with the profiler on; other processes used "
               f"{fmt(result['others_cpu_share'], '.0%')} of the CPUs, load "
-              f"{result['load_before'][0]:.2f} before ---")  # fmt: skip
+              f"{result['load_before'][0]:.2f} before ---")
         print(result["profile_table"])
     if len(profiles) != 2:
         return
@@ -381,11 +381,11 @@ def print_profiles(profiles: dict[str, dict], top: int = 18) -> None:
         ms_a, ms_b = ea.get("self_ms", 0) / steps_a, eb.get("self_ms", 0) / steps_b
         calls_a, calls_b = ea.get("calls", 0) / steps_a, eb.get("calls", 0) / steps_b
         print(f"{key[:42]:<42} {ms_a:>9.2f} ({calls_a:>5.1f}) {ms_b:>9.2f} ({calls_b:>5.1f}) "
-              f"{ms_a - ms_b:>+10.2f}")  # fmt: skip
+              f"{ms_a - ms_b:>+10.2f}")
     total_a = sum(e["self_ms"] for e in ops_a.values()) / steps_a
     total_b = sum(e["self_ms"] for e in ops_b.values()) / steps_b
     print(f"{'all operators':<42} {total_a:>9.2f}         {total_b:>9.2f}         "
-          f"{total_a - total_b:>+10.2f}")  # fmt: skip
+          f"{total_a - total_b:>+10.2f}")
 
 
 def environment() -> dict:
@@ -426,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one model
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)  # fmt: skip
+    args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
     if args.warmup < 1 or args.steps < 1 or args.repeats < 1:
@@ -452,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['peak_rss_mib']:,.0f} MiB; load {r['load_before'][0]:.2f} before, "
                   f"{r['load_after'][0]:.2f} after; others used "
                   f"{fmt(r['others_cpu_share'], '.0%')} of the CPUs"
-                  f"{' (CONTENDED)' if r['contended'] else ''}", flush=True)  # fmt: skip
+                  f"{' (CONTENDED)' if r['contended'] else ''}", flush=True)
     load_end = load()
     rows = [summarize(runs[name]) for name in models]
     print_table(rows)
@@ -464,24 +464,24 @@ def main(argv: list[str] | None = None) -> int:
         best_ratio = by_name["dcn"]["best_samples_per_s"] / by_name[LEAN]["best_samples_per_s"]
         met = ratio >= TARGET_RATIO
         target = {"target": f"dcn samples/s >= {TARGET_RATIO} x lean-dcn", "ratio_median": ratio,
-                  "ratio_best": best_ratio, "met": met}  # fmt: skip
+                  "ratio_best": best_ratio, "met": met}
         print(f"\nTARGET: our dcn reaches {ratio:.2f}x the lean DCN's samples/s (median; "
               f"{best_ratio:.2f}x best against best): target >= {TARGET_RATIO}x "
-              f"{'MET' if met else 'NOT MET'}")  # fmt: skip
+              f"{'MET' if met else 'NOT MET'}")
     else:
         print("\nTARGET: not measured (needs both dcn and lean-dcn in --models)")
 
     profiles = {}
     if args.profile or (target is not None and not target["met"]):
         print(f"\nprofiling dcn (library fit) and lean-dcn (lean loop), {args.profile_steps} "
-              f"steps each after {args.warmup} warm-up steps ...")  # fmt: skip
+              f"steps each after {args.warmup} warm-up steps ...")
         for name in ("dcn", LEAN):
             profiles[name] = timed_run(name, args, data, profile_steps=args.profile_steps)
         print_profiles(profiles)
 
     print(f"\nload average (1, 5, 15 min): {load_start} before the runs, {load_end} after; "
           f"{env['cpus']} CPUs. CPU timings on a shared machine are noisy: compare rows of one "
-          f"invocation only.")  # fmt: skip
+          f"invocation only.")
     if args.json:
         report = {
             "benchmark": "train",
@@ -491,13 +491,13 @@ def main(argv: list[str] | None = None) -> int:
                          "threads": args.threads, "warmup": args.warmup, "steps": args.steps,
                          "min_seconds": args.min_seconds, "repeats": args.repeats,
                          "max_others": args.max_others, "retries": args.retries,
-                         "data": str(data)},  # fmt: skip
+                         "data": str(data)},
             "load_before": load_start,
             "load_after": load_end,
             "target": target,
             "results": rows,
             "profiles": {k: {kk: vv for kk, vv in v.items() if kk != "profile_table"}
-                         for k, v in profiles.items()},  # fmt: skip
+                         for k, v in profiles.items()},
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -245,7 +245,7 @@ SEARCH_PRESETS: dict[str, SearchPreset] = {
     "tiny": SearchPreset("tiny", "small and fast, for tests and CI: D=4, batch 256, 3 epochs",
                          None, 4, 3e-3, 0.0, 0.1, (3e-3, 0.0), (1e-3, 0.0), batch_size=256,
                          epochs=3),
-}  # fmt: skip
+}
 
 
 def get_search_preset(name: str) -> SearchPreset:

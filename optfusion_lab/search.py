@@ -101,7 +101,7 @@ class SearchConfig:
             raise ValueError(f"unknown design {self.design!r}; choose one of {list(DESIGNS)}")
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"unknown search algorithm {self.algorithm!r}; choose one of "
-                             f"{', '.join(ALGORITHMS)}")  # fmt: skip
+                             f"{', '.join(ALGORITHMS)}")
 
 
 # ---------------------------------------------------------------- architecture history
@@ -124,7 +124,7 @@ def architecture_rows(
         for op, w in zip(net.cfg.operations, row, strict=True):
             records.append(("weight", node, "", op, w))
     return [dict(zip(HISTORY_COLUMNS, (phase, step, epoch, when, *r), strict=True))
-            for r in records]  # fmt: skip
+            for r in records]
 
 
 class ArchitectureHistory(Callback):
@@ -171,7 +171,7 @@ class ArchitectureHistory(Callback):
     # A fit checkpoint keeps the history with it (see optfusion_lab.train.fit).
     def state_dict(self) -> dict:
         return {"rows": list(self.rows), "phase": self.phase, "offset": self.offset,
-                "steps": self.steps}  # fmt: skip
+                "steps": self.steps}
 
     def load_state_dict(self, state: dict) -> None:
         self.rows = list(state["rows"])
@@ -234,7 +234,7 @@ class BilevelArchitectureStep(Callback):
     # A fit checkpoint keeps the optimizer and the position in the validation passes.
     def state_dict(self) -> dict:
         return {"arch_optimizer": self.arch_optimizer.state_dict(), "passes": self.passes,
-                "taken": self.taken}  # fmt: skip
+                "taken": self.taken}
 
     def load_state_dict(self, state: dict) -> None:
         self.arch_optimizer.load_state_dict(state["arch_optimizer"])
@@ -250,7 +250,7 @@ def validation_loader(data: PreparedData, train_cfg: TrainConfig) -> BatchLoader
     x, y = data.arrays("valid")
     on_device = train_cfg.data_on_device and device.type == "cuda"
     return BatchLoader(x, y, train_cfg.batch_size, shuffle=True, seed=train_cfg.seed,
-                       device=device, on_device=on_device)  # fmt: skip
+                       device=device, on_device=on_device)
 
 
 # ---------------------------------------------------------------- search
@@ -291,7 +291,7 @@ def search_phases(net: FusionNetwork, algorithm: str) -> list[SearchPhase]:
     """The phases of ``algorithm`` on ``net`` (see the module docstring)."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown search algorithm {algorithm!r}; choose one of "
-                         f"{', '.join(ALGORITHMS)}")  # fmt: skip
+                         f"{', '.join(ALGORITHMS)}")
     if algorithm != "sequential":
         return [SearchPhase(algorithm, tuple(net.arch_parameters()))]
     operations = net.cfg.operations
@@ -308,7 +308,7 @@ def search_phases(net: FusionNetwork, algorithm: str) -> list[SearchPhase]:
         phases.append(SearchPhase("operations", (net.beta,)))
     if not phases:
         raise ValueError("the sequential search has nothing to learn: the edges are a fixed "
-                         "design and there is a single operation")  # fmt: skip
+                         "design and there is a single operation")
     return phases
 
 
@@ -371,11 +371,11 @@ def search(
         arch_optimizer = torch.optim.Adam(
             [{"name": "architecture", "params": list(phase.learned), "lr": search_cfg.arch_lr,
               "weight_decay": 0.0}]
-        )  # fmt: skip
+        )
         weight_optimizer = make_optimizer(net, train_cfg, net.weight_parameters())
         if search_cfg.algorithm == "bilevel":
             step = BilevelArchitectureStep(validation_loader(data, train_cfg), arch_optimizer,
-                                           train_cfg.amp)  # fmt: skip
+                                           train_cfg.amp)
             optimizer, steps = weight_optimizer, [step]
         else:
             optimizer, steps = JointOptimizer(weight_optimizer, arch_optimizer), []
@@ -488,18 +488,18 @@ def stability_summary(genotypes: Sequence[Genotype], seeds: Sequence[int] | None
           "live_share": sum((src, dst) in a for a in live) / n}
          for src, dst in first.graph.edges],
         columns=["edge", "active_share", "live_share"],
-    )  # fmt: skip
+    )
     rows = []
     for node in first.graph.fusion_nodes:
         winners = [g.choice(node).operation for g in genotypes
-                   if node == "OUT" or node in g.live_blocks()]  # fmt: skip
+                   if node == "OUT" or node in g.live_blocks()]
         for op in first.operations:
             win_share = winners.count(op) / len(winners) if winners else math.nan
             rows.append({"node": node, "operation": op, "live_share": len(winners) / n,
-                         "win_share": win_share})  # fmt: skip
+                         "win_share": win_share})
     operations = pd.DataFrame(rows, columns=["node", "operation", "live_share", "win_share"])
     return {"num_genotypes": n, "seeds": list(seeds) if seeds is not None else None,
-            "edges": edges, "operations": operations}  # fmt: skip
+            "edges": edges, "operations": operations}
 
 
 def write_stability(out_dir: str | Path, stability: dict) -> dict:
@@ -512,7 +512,7 @@ def write_stability(out_dir: str | Path, stability: dict) -> dict:
 
     def records(frame: pd.DataFrame) -> list[dict]:
         return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
-                for r in frame.to_dict(orient="records")]  # fmt: skip
+                for r in frame.to_dict(orient="records")]
 
     document = {
         "format": "optfusion-stability",
@@ -557,9 +557,9 @@ def write_search_run(
     write_json(out / "config.json", config)
     description = {"model": "optfusion-supernet", "algorithm": result.algorithm,
                    "model_config": config["supernet"],
-                   "search_config": config["search"]}  # fmt: skip
+                   "search_config": config["search"]}
     document = write_run(out, [train_cfg.seed], [result.fit], description, data, train_cfg,
-                         metadata, history_name="epochs.csv")  # fmt: skip
+                         metadata, history_name="epochs.csv")
     # write_run wrote the final phase's epochs; epochs.csv keeps every phase instead.
     phases = result.phases or {result.algorithm: result.fit}
     epochs = pd.concat(
@@ -582,7 +582,7 @@ def search_fingerprint(
     """What a resumed search must share with its checkpoint: the data and every option that
     changes the result (progress bars, threads and the device may change). Plain JSON values."""
     train = {k: v for k, v in asdict(train_cfg).items() if k not in ("progress", "threads",
-                                                                       "device")}  # fmt: skip
+                                                                       "device")}
     document = {
         "data_sha256": data.meta.get("source", {}).get("sha256"),
         "num_features": data.num_features,
@@ -649,7 +649,7 @@ def retrain(
 
     def build() -> FusionNetwork:
         model = FusionNetwork.from_genotype(genotype, data.num_features, data.num_fields,
-                                            selection)  # fmt: skip
+                                            selection)
         if warm_start is not None:
             model.load_state_dict(supernet_state_for(model, warm_start))
         return model
@@ -660,4 +660,4 @@ def retrain(
         "init": "warm-start" if warm_start is not None else "scratch",
     }
     return fit_seeds(build, description, data, dataclasses.replace(train_cfg), seeds, out_dir,
-                     callbacks, metadata)  # fmt: skip
+                     callbacks, metadata)

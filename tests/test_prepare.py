@@ -64,7 +64,7 @@ def test_criteo_integer_tokens_follow_the_reference_transform(tmp_path):
     out = tmp_path / "out"
     prepare(write_tsv(tmp_path / "c.tsv", rows), tmp_path / "base", PrepareConfig("criteo"))
     prepare(write_tsv(tmp_path / "c.tsv", rows), out, PrepareConfig("criteo"),
-            vocab_from=tmp_path / "base")  # fmt: skip
+            vocab_from=tmp_path / "base")
     ids = field_ids(out)[:, 0]
     by_value = dict(zip(values, ids, strict=True))
     # Reference collisions: 1, 3 and 4 share token 1; 2 and 5 share token 2.
@@ -104,7 +104,7 @@ def test_categorical_threshold_maps_rare_tokens_to_oov(tmp_path):
 def test_global_ids_use_field_offsets(tmp_path):
     out = tmp_path / "out"
     meta = prepare(write_tsv(tmp_path / "c.tsv", many_criteo_rows(200)), out,
-                   PrepareConfig("criteo"))  # fmt: skip
+                   PrepareConfig("criteo"))
     cards = np.array(meta["cardinalities"])
     assert meta["offsets"] == np.concatenate([[0], np.cumsum(cards)[:-1]]).tolist()
     assert meta["num_features"] == cards.sum()
@@ -165,7 +165,7 @@ def test_criteo_layout_variants_encode_identically(tmp_path):
             ",".join([r[0], *[f"{v}.0" if v else "" for v in r[1:14]], *r[14:]]) + "\n"
             for r in rows
         ),
-    }  # fmt: skip
+    }
     encoded = {}
     for name, text in variants.items():
         (tmp_path / name).write_text(text)
@@ -186,15 +186,15 @@ def test_criteo_layout_variants_encode_identically(tmp_path):
 def test_avazu_time_fields(tmp_path):
     header = ",".join(AVAZU_RAW_COLUMNS)
     rest = ["1005", "0"] + ["abcd1234"] * 9 + ["1", "2"] + ["15706", "320", "50", "1722", "0",
-                                                           "35", "-1", "79"]  # fmt: skip
+                                                           "35", "-1", "79"]
     hours = ["14102100", "14102513", "14102623", "14102100"]  # Tue, Sat, Sun, Tue
     lines = [header] + [",".join([str(i), "0" if i % 2 else "1", h, *rest]) for i, h in
-                        enumerate(hours)]  # fmt: skip
+                        enumerate(hours)]
     raw = tmp_path / "avazu.csv"
     raw.write_text("\n".join(lines) + "\n")
     prepare(raw, tmp_path / "base", PrepareConfig("avazu", threshold=1))
     meta = prepare(raw, tmp_path / "all", PrepareConfig("avazu", threshold=1),
-                   vocab_from=tmp_path / "base")  # fmt: skip
+                   vocab_from=tmp_path / "base")
     assert meta["num_fields"] == 24
     from optfusion_lab.data.vocab import Vocabulary
 
@@ -254,7 +254,7 @@ def bad_file(tmp_path: Path, bad_line: list[str] | str, at: int = 5, n: int = 10
         ("\t".join(criteo_row("")), "bad_label", r"line 5, field label: .*empty value"),
         ("", "bad_label", r"line 5, field label"),
     ],
-)  # fmt: skip
+)
 def test_bad_lines_name_file_line_and_field(tmp_path, line, kind, message):
     path = bad_file(tmp_path, line)
     with pytest.raises(DataFormatError, match=message) as info:
@@ -282,7 +282,7 @@ def test_skip_mode_drops_and_reports_bad_lines(tmp_path):
 
 def test_line_numbers_after_dropped_lines_and_header(tmp_path):
     header = ",".join(["Id", "Label"] + [f"I{i}" for i in range(1, 14)] +
-                      [f"C{i}" for i in range(1, 27)])  # fmt: skip
+                      [f"C{i}" for i in range(1, 27)])
     good = [",".join([str(i), *r]) for i, r in enumerate(many_criteo_rows(8))]
     good[2] = "1,2,3"  # line 4 (after the header): wrong width, dropped in skip mode
     good[5] = ",".join(["5", *criteo_row("7")])  # line 7: bad label
@@ -356,7 +356,7 @@ def test_meta_json_content(tmp_path):
     on_disk = json.loads((tmp_path / "out" / "meta.json").read_text())
     for key in ("dataset", "field_names", "num_fields", "cardinalities", "offsets",
                 "num_features", "num_rows", "num_positive", "threshold", "seed",
-                "library_version"):  # fmt: skip
+                "library_version"):
         assert on_disk[key] == meta[key], key
     import hashlib
 
@@ -373,11 +373,11 @@ def test_vocab_from_encodes_new_and_unlabelled_files(tmp_path):
     unlabelled = [r[1:] for r in rows[:5]]
     unlabelled[0][13] = "zzzzzzzz"  # C1 never seen: OOV
     meta = prepare(write_tsv(tmp_path / "test.tsv", unlabelled), tmp_path / "enc",
-                   PrepareConfig("criteo"), vocab_from=base)  # fmt: skip
+                   PrepareConfig("criteo"), vocab_from=base)
     assert meta["splits"] == ["all"] and not meta["labelled"]
     assert meta["cardinalities"] == json.loads((base / "meta.json").read_text())["cardinalities"]
     labelled = prepare(tmp_path / "train.tsv", tmp_path / "enc2", PrepareConfig("criteo"),
-                       vocab_from=base)  # fmt: skip
+                       vocab_from=base)
     new = field_ids(tmp_path / "enc")
     same = field_ids(tmp_path / "enc2")[:5]
     assert new[0, 13] == 0 and same[0, 13] != 0  # the unseen token is OOV
@@ -393,7 +393,7 @@ def test_vocab_from_encodes_new_and_unlabelled_files(tmp_path):
 def test_cli_prepare_prints_a_summary(tmp_path, capsys):
     raw = write_tsv(tmp_path / "c.tsv", many_criteo_rows(30))
     code = cli_main(["prepare", "--dataset", "criteo", "--input", str(raw),
-                     "--out", str(tmp_path / "out")])  # fmt: skip
+                     "--out", str(tmp_path / "out")])
     out = capsys.readouterr().out
     assert code == 0
     assert "rows      30 (train 24, valid 3, test 3)" in out and "fields    39" in out
@@ -402,7 +402,7 @@ def test_cli_prepare_prints_a_summary(tmp_path, capsys):
 def test_cli_errors_exit_2_with_one_line(tmp_path, capsys):
     raw = bad_file(tmp_path, "\t".join(criteo_row("0", ["abc"] * 13)), at=3)
     code = cli_main(["prepare", "--dataset", "criteo", "--input", str(raw),
-                     "--out", str(tmp_path / "o")])  # fmt: skip
+                     "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and "bad.tsv, line 3, field I1" in err and "Traceback" not in err
     with pytest.raises(SystemExit) as info:

@@ -59,7 +59,7 @@ def test_deepctr_float_layout(real_samples, tmp_path):
     as_ints = tmp_path / "ints.csv"
     as_ints.write_text("".join(
         ",".join(v[:-2] if v.endswith(".0") else v for v in r) + "\n" for r in rows
-    ))  # fmt: skip
+    ))
     prepare(as_ints, tmp_path / "ints", PrepareConfig("criteo"))
     assert np.array_equal(all_rows(tmp_path / "out"), all_rows(tmp_path / "ints"))
 
@@ -73,7 +73,7 @@ def test_criteo_unlabelled_test_file_with_training_vocabulary(real_samples, tmp_
     unlabelled = tmp_path / "test.txt"  # the official test layout: 39 columns, no label
     unlabelled.write_text("".join("\t".join(r[2:]) + "\n" for r in rows))
     meta = prepare(unlabelled, tmp_path / "enc", PrepareConfig("criteo"),
-                   vocab_from=tmp_path / "train")  # fmt: skip
+                   vocab_from=tmp_path / "train")
     assert meta["num_rows"] == {"all": 1999} and not meta["labelled"]
     local = all_rows(tmp_path / "enc") - np.array(meta["offsets"])
     # Test rows carry tokens the training rows never had: they map to OOV, and nothing

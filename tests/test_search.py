@@ -30,7 +30,7 @@ from optfusion_lab.train import TrainConfig, run_seeds
 
 SUPERNET = SupernetConfig(embed_dim=4)
 TRAIN = TrainConfig(epochs=3, batch_size=256, lr_emb=3e-3, lr_nn=3e-3, device="cpu",
-                    progress=False, threads=1, seed=0)  # fmt: skip
+                    progress=False, threads=1, seed=0)
 SEARCH = SearchConfig(arch_lr=0.1, history_every=10)
 
 
@@ -48,7 +48,7 @@ def test_search_moves_alpha_and_beta_and_records_a_tidy_history(searched):
     history = searched.history
     assert tuple(history.columns) == HISTORY_COLUMNS
     alpha = history[history.kind == "alpha"].pivot_table(index="step", columns=["node", "input"],
-                                                         values="value")  # fmt: skip
+                                                         values="value")
     weights = history[history.kind == "weight"].pivot_table(
         index="step", columns=["node", "operation"], values="value"
     )
@@ -65,14 +65,14 @@ def test_genotype_is_the_best_epochs_architecture(searched):
     assert searched.genotype == net.genotype()
     assert searched.genotype.alpha == tuple(net.alpha.detach().tolist())
     best = searched.history[(searched.history.when == "epoch")
-                            & (searched.history.epoch == searched.fit.best_epoch)]  # fmt: skip
+                            & (searched.history.epoch == searched.fit.best_epoch)]
     alpha_at_best = best[best.kind == "alpha"]["value"].to_numpy()
     assert np.allclose(alpha_at_best, searched.genotype.alpha)
 
 
 def test_derived_model_reaches_the_dnn_baseline_on_teacher_data(teacher, searched):
     _, derived = retrain(teacher, searched.genotype, TRAIN, [0], selection="hard",
-                         warm_start=searched.network.state_dict())  # fmt: skip
+                         warm_start=searched.network.state_dict())
     d = teacher.num_fields * SUPERNET.embed_dim
     _, dnn = run_seeds("dnn", ModelConfig(embed_dim=4, mlp_dims=(d, d, d)), teacher, TRAIN, [0])
     assert derived["best_valid_auc"]["mean"] >= dnn["best_valid_auc"]["mean"]
@@ -102,7 +102,7 @@ def test_warm_start_needs_matching_data(teacher, searched, tmp_path):
     write_search_run(tmp_path / "run", searched, teacher, SUPERNET, TRAIN, SEARCH)
     state = load_warm_start(tmp_path / "run", teacher)
     derived = FusionNetwork.from_genotype(searched.genotype, teacher.num_features,
-                                          teacher.num_fields)  # fmt: skip
+                                          teacher.num_fields)
     assert derived.embedding.table.weight.shape == state["embedding.table.weight"].shape
     other = tmp_path / "other"
     prepare(DATA_SAMPLES / "kdd12_sample.tsv.gz", other, PrepareConfig("kdd12"))
@@ -125,7 +125,7 @@ def test_search_and_retrain_commands(teacher, tmp_path, capsys):
     run = tmp_path / "search"
     code = main(["search", "--data", str(teacher.directory), "--out", str(run), "--preset", "tiny",
                  "--epochs", "1", "--threads", "1", "--no-progress",
-                 "--truth", str(DATA_SAMPLES / "teacher_genotype.json")])  # fmt: skip
+                 "--truth", str(DATA_SAMPLES / "teacher_genotype.json")])
     printed = capsys.readouterr().out
     assert code == 0 and "Genotype v1" in printed and "against the truth: edge_agreement" in printed
     config = json.loads((run / "config.json").read_text())
@@ -137,7 +137,7 @@ def test_search_and_retrain_commands(teacher, tmp_path, capsys):
     code = main(["retrain", "--data", str(teacher.directory), "--genotype",
                  str(run / "genotype.json"), "--warm-start", str(run), "--out", str(out),
                  "--seeds", "0", "1", "--epochs", "1", "--threads", "1", "--no-progress",
-                 "--selection", "soft"])  # fmt: skip
+                 "--selection", "soft"])
     assert code == 0
     result = json.loads((out / "result.json").read_text())
     assert result["init"] == "warm-start" and result["model"] == "optfusion-soft"
@@ -148,9 +148,9 @@ def test_search_and_retrain_commands(teacher, tmp_path, capsys):
     # The retrained model scores raw files like a baseline run.
     raw = tmp_path / "rows.tsv"
     raw.write_text("".join(gzip.decompress((DATA_SAMPLES / TEACHER_SAMPLE[0]).read_bytes())
-                           .decode().splitlines(keepends=True)[:25]))  # fmt: skip
+                           .decode().splitlines(keepends=True)[:25]))
     assert main(["predict", "--run", str(out), "--input", str(raw), "--out",
-                 str(tmp_path / "p.csv"), "--device", "cpu"]) == 0  # fmt: skip
+                 str(tmp_path / "p.csv"), "--device", "cpu"]) == 0
     predictions = (tmp_path / "p.csv").read_text().splitlines()
     assert predictions[0] == "probability,label" and len(predictions) == 26
     # A genotype for other data is a one-line error.
@@ -158,5 +158,5 @@ def test_search_and_retrain_commands(teacher, tmp_path, capsys):
     prepare(DATA_SAMPLES / "criteo_sample.txt.gz", other, PrepareConfig("criteo"))
     capsys.readouterr()
     code = main(["retrain", "--data", str(other), "--genotype", str(run / "genotype.json"),
-                 "--out", str(tmp_path / "x")])  # fmt: skip
+                 "--out", str(tmp_path / "x")])
     assert code == 2 and "11 fields" in capsys.readouterr().err

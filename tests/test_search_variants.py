@@ -34,10 +34,10 @@ from optfusion_lab.train import Callback, TrainConfig, seed_everything
 
 SUPERNET = SupernetConfig(embed_dim=4, num_layers=1)
 TRAIN = TrainConfig(epochs=1, batch_size=256, lr_emb=3e-3, lr_nn=3e-3, device="cpu",
-                    progress=False, threads=1, seed=0)  # fmt: skip
+                    progress=False, threads=1, seed=0)
 ALGORITHMS = ("one-shot", "sequential", "bilevel")
 PHASES = {"one-shot": ["one-shot"], "sequential": ["connections", "operations"],
-          "bilevel": ["bilevel"]}  # fmt: skip
+          "bilevel": ["bilevel"]}
 
 
 class Snapshots(Callback):
@@ -92,7 +92,7 @@ class CheckedBilevelStep(BilevelArchitectureStep):
             "valid": [g.clone() for g in expected],
             "train": self.train_grads,
             "batch": (x.clone(), y.clone()),
-        })  # fmt: skip
+        })
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +174,7 @@ def test_bilevel_architecture_gradients_come_from_validation_batches_only(teache
     first = checks[0]
     assert all(g.abs().sum() > 0 for g in first["valid"])
     assert not all(torch.allclose(t, v) for t, v in zip(first["train"], first["valid"],
-                                                        strict=True))  # fmt: skip
+                                                        strict=True))
     x_valid, _ = teacher.arrays("valid")
     valid_rows = {tuple(r) for r in np.asarray(x_valid).tolist()}
     x, _ = first["batch"]
@@ -227,7 +227,7 @@ def test_fixed_designs_and_single_operations_with_every_algorithm(teacher):
 
 def test_unknown_algorithm_is_a_value_error():
     with pytest.raises(ValueError, match="unknown search algorithm 'darts'; choose one of "
-                       "one-shot, sequential, bilevel"):  # fmt: skip
+                       "one-shot, sequential, bilevel"):
         SearchConfig(algorithm="darts")
     net = FusionNetwork(30, 3, SupernetConfig(embed_dim=2, num_layers=1))
     with pytest.raises(ValueError, match="unknown search algorithm"):
@@ -263,19 +263,19 @@ def _genotype(alpha_on: set[tuple[str, str]], ops: dict[str, str]) -> Genotype:
     operations = ("add", "prod", "concat", "att")
     alpha = [1.0 if e in alpha_on else -1.0 for e in graph.edges]
     beta = [[2.0 if op == ops.get(node, "add") else 0.0 for op in operations]
-            for node in graph.fusion_nodes]  # fmt: skip
+            for node in graph.fusion_nodes]
     return Genotype.from_arch(num_fields=3, embed_dim=2, num_layers=1, shallow="cross",
-                              operations=operations, alpha=alpha, beta=beta)  # fmt: skip
+                              operations=operations, alpha=alpha, beta=beta)
 
 
 def test_stability_summary_counts_live_edges_and_winning_operations(tmp_path):
     # Candidate edges of one layer: E->C0, E->C1, C0->C1, E->D1, C0->D1, E->OUT..D1->OUT.
     a = _genotype({("E", "C0"), ("C0", "C1"), ("C1", "OUT"), ("E", "D1"), ("D1", "OUT")},
-                  {"C1": "prod", "D1": "add", "OUT": "concat"})  # fmt: skip
+                  {"C1": "prod", "D1": "add", "OUT": "concat"})
     b = _genotype({("E", "C0"), ("C0", "C1"), ("C1", "OUT"), ("E", "D1")},  # D1 active, dead
-                  {"C1": "prod", "D1": "att", "OUT": "concat"})  # fmt: skip
+                  {"C1": "prod", "D1": "att", "OUT": "concat"})
     c = _genotype({("E", "D1"), ("D1", "OUT"), ("C0", "D1")},  # C0->D1 active, C0 not fed
-                  {"C1": "att", "D1": "att", "OUT": "add"})  # fmt: skip
+                  {"C1": "att", "D1": "att", "OUT": "add"})
     stability = stability_summary([a, b, c], seeds=[0, 1, 2])
     assert stability["num_genotypes"] == 3 and stability["seeds"] == [0, 1, 2]
     edges = stability["edges"].set_index("edge")
@@ -307,7 +307,7 @@ def test_stability_summary_counts_live_edges_and_winning_operations(tmp_path):
     assert {r["win_share"] for r in saved["operations"] if r["node"] == "C1"} == {None}
 
     other = Genotype.from_arch(num_fields=3, embed_dim=2, num_layers=1, shallow="cross",
-                               operations=("add",), alpha=[1.0] * 9, beta=[[0.0]] * 3)  # fmt: skip
+                               operations=("add",), alpha=[1.0] * 9, beta=[[0.0]] * 3)
     with pytest.raises(ValueError, match="must share the graph and the operations"):
         stability_summary([a, other])
     with pytest.raises(ValueError, match="at least one genotype"):
@@ -315,11 +315,11 @@ def test_stability_summary_counts_live_edges_and_winning_operations(tmp_path):
 
 
 def test_search_seeds_returns_one_result_per_seed_and_writes_nothing(teacher, tmp_path,
-                                                                    monkeypatch):  # fmt: skip
+                                                                    monkeypatch):
     monkeypatch.chdir(tmp_path)
     seen = []
     results, stability = search_seeds(teacher, SUPERNET, TRAIN, SearchConfig(history_every=10),
-                                      [3, 4], on_result=lambda s, r: seen.append(s))  # fmt: skip
+                                      [3, 4], on_result=lambda s, r: seen.append(s))
     assert list(tmp_path.iterdir()) == [] and seen == [3, 4]
     assert len(results) == 2 and stability["seeds"] == [3, 4]
     assert stability["num_genotypes"] == 2

@@ -129,7 +129,7 @@ def test_parallel_fixed_edges_equals_a_hand_built_parallel_model():
     torch.manual_seed(0)
     graph = FusionGraph(3)
     net = FusionNetwork(N, F, SupernetConfig(embed_dim=D), mode="fixed-edges",
-                        edges=parallel_edges(graph))  # fmt: skip
+                        edges=parallel_edges(graph))
     concat = OPERATIONS.index("concat")
     with torch.no_grad():  # ADD everywhere (one input each), CONCAT at OUT
         net.beta.fill_(-1e4)
@@ -156,7 +156,7 @@ def test_parallel_fixed_edges_equals_a_hand_built_parallel_model():
 def test_stacked_design_edges():
     assert stacked_edges(FusionGraph(3)) == (
         ("E", "C0"), ("C0", "D1"), ("D1", "D2"), ("D2", "D3"), ("D3", "OUT"),
-    )  # fmt: skip
+    )
 
 
 # ---------------------------------------------------------------- PROD and dead nodes

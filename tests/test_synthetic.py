@@ -38,7 +38,7 @@ def test_planted_truth_explains_the_labels(dataset):
     planted = PLANTED[dataset]
     names = {s.name for s in column_specs(dataset)}
     roles = set(planted.first_order) | set(planted.nonlinear) | {c for p in planted.crosses
-                                                                 for c in p}  # fmt: skip
+                                                                 for c in p}
     assert roles <= names
 
 
@@ -49,7 +49,7 @@ def test_structure_depends_on_the_seed_not_the_row_count():
     key_large = np.stack([large.latent[n] for n in sorted(large.latent)], 1)
     lookup = {row.tobytes(): logit for row, logit in zip(key_large, large.logits, strict=True)}
     common = [(row.tobytes(), logit) for row, logit in zip(key, small.logits, strict=True)
-              if row.tobytes() in lookup]  # fmt: skip
+              if row.tobytes() in lookup]
     for k, logit in common:
         assert np.isclose(lookup[k], logit)
     other = generate("criteo", 500, seed=4)

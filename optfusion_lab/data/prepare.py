@@ -97,7 +97,7 @@ def _raise_or_record(
     if on_bad_lines == "error":
         first = min(bad, key=lambda b: b.line)
         raise DataFormatError(path, first.detail, line=first.line, column=first.column,
-                              kind=first.kind)  # fmt: skip
+                              kind=first.kind)
     for b in sorted(bad, key=lambda b: b.line):
         report.add(b)
 
@@ -167,7 +167,7 @@ def _parse(path: Path, schema: Schema, layout, cfg: PrepareConfig, store: CodeSt
     lines = RowLines(layout.header_lines)
     size = path.stat().st_size
     bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"prepare {path.name}",
-               disable=size < PROGRESS_MIN_BYTES, leave=False)  # fmt: skip
+               disable=size < PROGRESS_MIN_BYTES, leave=False)
     columns = raw_columns_needed(schema, layout)
     with bar, ThreadPoolExecutor(2, thread_name_prefix="encode") as encoder:
         on_progress = lambda position: bar.update(position - bar.n)  # noqa: E731

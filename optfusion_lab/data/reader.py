@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from queue import Full, Queue
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
@@ -154,9 +153,6 @@ class RowLines:
             if shifted == k:
                 return line + k
             k = shifted
-
-    def lines_of(self, row_indices: np.ndarray) -> list[int]:
-        return [self.line_of(int(i)) for i in row_indices]
 
 
 @dataclass

@@ -18,12 +18,12 @@ AVAZU_RAW_COLUMNS = (
     "app_id", "app_domain", "app_category",
     "device_id", "device_ip", "device_model", "device_type", "device_conn_type",
     "C14", "C15", "C16", "C17", "C18", "C19", "C20", "C21",
-)  # fmt: skip
+)
 
 KDD12_RAW_COLUMNS = (
     "Click", "Impression", "DisplayURL", "AdID", "AdvertiserID", "Depth", "Position",
     "QueryID", "KeywordID", "TitleID", "DescriptionID", "UserID",
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)

@@ -66,10 +66,10 @@ def _criteo_columns() -> list[ColumnSpec]:
     ints = [
         ColumnSpec(name, 40, "count", zipf=1.0, missing=m, offset=-2 if name == "I2" else 0)
         for name, m in zip(CRITEO_INT_COLUMNS, [0.45, 0, 0.2, 0.2, 0.03, 0.2, 0.04, 0.01, 0.04,
-                                                0.45, 0.04, 0.75, 0.2], strict=True)  # fmt: skip
+                                                0.45, 0.04, 0.75, 0.2], strict=True)
     ]
     vocabs = [300, 500, 3000, 2000, 30, 12, 2000, 100, 3, 1500, 1500, 3000, 1500, 25, 1500, 3000,
-              10, 1000, 500, 4, 3000, 9, 14, 1500, 50, 1000]  # fmt: skip
+              10, 1000, 500, 4, 3000, 9, 14, 1500, 50, 1000]
     cats = [
         ColumnSpec(name, v, "hex", missing=0.3 if i >= 18 else 0.0)
         for i, (name, v) in enumerate(zip(CRITEO_CAT_COLUMNS, vocabs, strict=True))
@@ -88,7 +88,7 @@ def _avazu_columns() -> list[ColumnSpec]:
     vocabs = {"site_id": 1500, "site_domain": 1500, "site_category": 20, "app_id": 1500,
               "app_domain": 200, "app_category": 25, "device_id": 3000, "device_ip": 5000,
               "device_model": 2000, "C14": 1500, "C15": 8, "C16": 9, "C17": 400, "C18": 4,
-              "C19": 60, "C20": 160, "C21": 60}  # fmt: skip
+              "C19": 60, "C20": 160, "C21": 60}
     out = []
     for name in AVAZU_RAW_COLUMNS[2:]:
         if name in specs:
