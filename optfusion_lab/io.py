@@ -151,16 +151,17 @@ def check_output_folder(path: str | Path, kind: str) -> Path:
     _check_kind(kind)
     if not os.path.lexists(path):
         return path
+    what = kind.replace("-", " ")  # e.g. "training run"
     if path.is_symlink() or not path.is_dir():
         raise OutputError(
-            f"{path} is a file, not a folder; it was kept (choose another path for the {kind})"
+            f"{path} is a file, not a folder; it was kept (choose another path for the {what})"
         )
     found = output_kind(path)
     if found == kind:
         return path
     if found is not None:
         raise OutputError(
-            f"{path} holds an optfusion-lab {found}, not a {kind}; it was kept "
+            f"{path} holds an optfusion-lab {found.replace('-', ' ')}, not a {what}; it was kept "
             "(choose another path)"
         )
     entries = sorted(entry.name for entry in path.iterdir())
@@ -169,7 +170,7 @@ def check_output_folder(path: str | Path, kind: str) -> Path:
         shown = ", ".join(entries[:3]) + more
         raise OutputError(
             f"{path} holds files optfusion-lab did not write ({shown}); they were kept "
-            f"(choose another path for the {kind}, or an empty folder)"
+            f"(choose another path for the {what}, or an empty folder)"
         )
     return path
 

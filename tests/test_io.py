@@ -103,7 +103,7 @@ def test_claim_refuses_foreign_folders_files_and_other_kinds(tmp_path):
     assert a_file.read_text() == "mine"
 
     search_run = claim_output_folder(tmp_path / "search", SEARCH_RUN)
-    with pytest.raises(OutputError, match="holds an optfusion-lab search-run, not a training-run"):
+    with pytest.raises(OutputError, match="holds an optfusion-lab search run, not a training run"):
         claim_output_folder(search_run, TRAINING_RUN)
 
 

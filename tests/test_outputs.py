@@ -159,7 +159,7 @@ def test_train_reruns_into_its_own_run_but_not_into_a_dataset(run, data, capsys)
     before = snapshot(data.parent)
     code = main(["train", "--data", str(data), "--model", "dnn", "--out", str(data), *QUICK])
     assert code == 2
-    refused(capsys, data, before, "holds an optfusion-lab prepared-data, not a training-run")
+    refused(capsys, data, before, "holds an optfusion-lab prepared data, not a training run")
 
 
 def test_search_into_a_users_folder_changes_nothing(data, tmp_path, capsys):
