@@ -58,6 +58,8 @@ from pathlib import Path
 from benchmark_support import busy_cpu_seconds, load, parse_size
 from benchmark_support import environment as shared_environment
 
+from optfusion_lab.io import write_json
+
 HERE = Path(__file__).resolve().parent
 DATA_DIR = HERE / "_data"
 DEFAULT_SIZES = (250_000, 500_000, 1_000_000)
@@ -304,8 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             "targets": checks,
             "results": results,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)
         print(f"wrote {args.json}")
     return 0
 

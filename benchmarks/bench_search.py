@@ -67,15 +67,15 @@ def build(kind: str, data: PreparedData, embed_dim: int) -> tuple[torch.nn.Modul
     cfg = TrainConfig(lr_emb=1e-3, lr_nn=1e-3, progress=False, device="cpu")
     if kind == "dcn":
         model = build_model("dcn", data.num_features, data.num_fields,
-                            ModelConfig(embed_dim=embed_dim, mlp_dims=(400, 400, 400)))
+                            ModelConfig(embed_dim=embed_dim, mlp_dims=(400, 400, 400)))  # fmt: skip
         return model, make_optimizer(model, cfg)
     ops = {"supernet-cheap": CHEAP, "supernet-attlite": ("add", "prod", "concat", "att-lite")}.get(
         kind, ("add", "prod", "concat", "att")
     )
     net = FusionNetwork(data.num_features, data.num_fields,
-                        SupernetConfig(embed_dim=embed_dim, operations=ops))
+                        SupernetConfig(embed_dim=embed_dim, operations=ops))  # fmt: skip
     arch = torch.optim.Adam([{"name": "architecture", "params": net.arch_parameters(),
-                              "lr": 0.1}])
+                              "lr": 0.1}])  # fmt: skip
     return net, JointOptimizer(make_optimizer(net, cfg, net.weight_parameters()), arch)
 
 
@@ -146,22 +146,22 @@ def main() -> None:
     d = data.num_fields * args.embed_dim
     print(f"data: {args.rows:,} rows, F={data.num_fields}, {data.num_features:,} features; "
           f"D={args.embed_dim}, d={d}, batch {args.batch_size}, {args.threads} threads; "
-          f"load {os.getloadavg()}")
+          f"load {os.getloadavg()}")  # fmt: skip
 
     results = {"throughput": {}, "search_cost": {}}
     print("\n1. training throughput (steady state)")
     for kind in ("dcn", "supernet", "supernet-attlite", "supernet-cheap"):
         rate, params = throughput(kind, data, args.embed_dim, args.batch_size, args.warmup,
-                                  args.steps)
+                                  args.steps)  # fmt: skip
         results["throughput"][kind] = {"samples_per_second": rate, "parameters": params}
     base = results["throughput"]["dcn"]["samples_per_second"]
     for kind, r in results["throughput"].items():
         print(f"  {kind:<16}{r['parameters']:>12,} params {r['samples_per_second']:>10,.0f} "
-              f"samples/s  {r['samples_per_second'] / base:5.2f}x dcn")
+              f"samples/s  {r['samples_per_second'] / base:5.2f}x dcn")  # fmt: skip
 
     print(f"\n2. search cost ({args.epochs} epoch(s), validation included)")
     cfg = TrainConfig(epochs=args.epochs, patience=args.epochs + 1, batch_size=args.batch_size,
-                      lr_emb=1e-3, lr_nn=1e-3, device="cpu", progress=False)
+                      lr_emb=1e-3, lr_nn=1e-3, device="cpu", progress=False)  # fmt: skip
     torch.manual_seed(0)
     started = time.perf_counter()
     fit(build("dcn", data, args.embed_dim)[0], data, cfg)

@@ -69,6 +69,8 @@ from pathlib import Path
 from benchmark_support import busy_cpu_seconds, load, parse_size
 from benchmark_support import environment as shared_environment
 
+from optfusion_lab.io import write_json
+
 HERE = Path(__file__).resolve().parent
 DATA_DIR = HERE / "_data"
 DEFAULT_ROWS = 500_000
@@ -499,8 +501,7 @@ def main(argv: list[str] | None = None) -> int:
             "profiles": {k: {kk: vv for kk, vv in v.items() if kk != "profile_table"}
                          for k, v in profiles.items()},
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)
         print(f"wrote {args.json}")
     return 0
 

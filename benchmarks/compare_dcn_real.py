@@ -94,7 +94,7 @@ def pm(values, digits: int = 4) -> str:
 
 
 def bootstrap_auc(labels: np.ndarray, probs: list[np.ndarray], rng: np.random.Generator | None,
-                  resamples: np.ndarray | None = None) -> np.ndarray:
+                  resamples: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """The seed-averaged test AUC on bootstrap resamples of the test rows: (BOOTSTRAP,)."""
     n = len(labels)
     if resamples is None:
@@ -111,7 +111,7 @@ def bootstrap_auc(labels: np.ndarray, probs: list[np.ndarray], rng: np.random.Ge
 
 
 def library_runs(name: str, data: PreparedData, model_cfg: ModelConfig, train_cfg: TrainConfig,
-                 seeds: list[int], run_dir: Path) -> tuple[dict, list[np.ndarray]]:
+                 seeds: list[int], run_dir: Path) -> tuple[dict, list[np.ndarray]]:  # fmt: skip
     """run_seeds(name): per-seed metrics and test probabilities (from the saved weights)."""
     frame, _ = run_seeds(name, model_cfg, data, train_cfg, seeds, out_dir=run_dir)
     x_test, _ = data.arrays("test")
@@ -120,7 +120,7 @@ def library_runs(name: str, data: PreparedData, model_cfg: ModelConfig, train_cf
         model, _ = load_run(run_dir, seed=seed)
         probs.append(predict_proba(model, x_test))
     columns = ("test_auc", "test_logloss", "best_valid_auc", "best_epoch", "epochs_run",
-               "num_parameters")
+               "num_parameters")  # fmt: skip
     return {k: frame[k].tolist() for k in columns}, probs
 
 
@@ -128,7 +128,7 @@ def lean_dcn(data: PreparedData, lean_cfg: LeanConfig, seeds: list[int]):
     """The lean DCN's loop over ``seeds``: per-seed test metrics and test probabilities."""
     x_test, _ = load_split(data, "test")
     metrics: dict[str, list] = {"test_auc": [], "test_logloss": [], "best_epoch": [],
-                                "epochs_run": []}
+                                "epochs_run": []}  # fmt: skip
     probs = []
     for seed in seeds:
         cfg = LeanConfig(**{**asdict(lean_cfg), "seed": seed})
@@ -142,11 +142,11 @@ def lean_dcn(data: PreparedData, lean_cfg: LeanConfig, seeds: list[int]):
 
 def compare(title: str, data: PreparedData, model_cfg: ModelConfig, train_cfg: TrainConfig,
             lean_cfg: LeanConfig, seeds: list[int], lean_seeds: list[int],
-            work: Path) -> dict:
+            work: Path) -> dict:  # fmt: skip
     """Library dcn over ``seeds`` against the lean DCN over ``lean_seeds``; print and return."""
     started = time.perf_counter()
     lib, lib_probs = library_runs("dcn", data, model_cfg, train_cfg, seeds,
-                                  work / f"dcn_{len(seeds)}")
+                                  work / f"dcn_{len(seeds)}")  # fmt: skip
     lean, lean_probs = lean_dcn(data, lean_cfg, lean_seeds)
     _, y_test = data.arrays("test")
     labels = np.asarray(y_test, dtype=np.float64)
@@ -177,26 +177,26 @@ def compare(title: str, data: PreparedData, model_cfg: ModelConfig, train_cfg: T
 
     seconds = time.perf_counter() - started
     print(f"\n== {title}: library seeds {seeds[0]}..{seeds[-1]}, lean seeds {lean_seeds[0]}.."
-          f"{lean_seeds[-1]} ({seconds:.0f} s, load {load()}) ==")
+          f"{lean_seeds[-1]} ({seconds:.0f} s, load {load()}) ==")  # fmt: skip
     print(f"{'model':<22} {'test AUC':>18} {'test LogLoss':>18} {'best epochs':>14}")
     for name, m in (("library dcn (run_seeds)", lib), ("lean DCN", lean)):
         print(f"{name:<22} {pm(m['test_auc']):>18} {pm(m['test_logloss']):>18} "
-              f"{','.join(map(str, m['best_epoch'])):>14}")
+              f"{','.join(map(str, m['best_epoch'])):>14}")  # fmt: skip
     print(f"per-seed test AUC: dcn {[round(v, 4) for v in lib['test_auc']]}, "
-          f"lean {[round(v, 4) for v in lean['test_auc']]}")
+          f"lean {[round(v, 4) for v in lean['test_auc']]}")  # fmt: skip
     print(f"difference dcn - lean: AUC {diff:+.4f} (seed SE of the difference {se_diff:.4f}; "
           f"{'within' if within else 'OUTSIDE'} 2 SE), LogLoss {ll_diff:+.4f} (SE "
-          f"{ll_se_diff:.4f}; {'within' if ll_within else 'OUTSIDE'} 2 SE)")
+          f"{ll_se_diff:.4f}; {'within' if ll_within else 'OUTSIDE'} 2 SE)")  # fmt: skip
     max_prob_diff = None
     if seeds == lean_seeds:
         max_prob_diff = [float(np.max(np.abs(a - b))) for a, b in zip(lib_probs, lean_probs,
-                                                                     strict=True)]
+                                                                     strict=True)]  # fmt: skip
         print(f"same seeds: max |p_dcn - p_lean| over the test rows, per seed: "
-              f"{', '.join(f'{v:.1e}' for v in max_prob_diff)}")
+              f"{', '.join(f'{v:.1e}' for v in max_prob_diff)}")  # fmt: skip
     print(f"seed-to-seed std of test AUC: dcn {sd_lib:.4f}, lean {sd_lean:.4f}; test-set "
           f"bootstrap SE of one run's AUC ({len(labels)} rows, {BOOTSTRAP} resamples): "
           f"{boot_se_single:.4f}; paired bootstrap SE of the AUC difference of the "
-          f"{n}-seed means: {boot_se_diff:.4f}")
+          f"{n}-seed means: {boot_se_diff:.4f}")  # fmt: skip
     return {
         "seeds": seeds,
         "lean_seeds": lean_seeds,
@@ -216,7 +216,7 @@ def compare(title: str, data: PreparedData, model_cfg: ModelConfig, train_cfg: T
 
 def baselines(data: PreparedData, model_cfg: ModelConfig, train_cfg: TrainConfig,
               seeds: list[int], preset_lr: bool, confirm_seeds: list[int],
-              work: Path) -> list[dict]:
+              work: Path) -> list[dict]:  # fmt: skip
     """Every baseline over ``seeds``; a baseline flagged far below dcn is rerun on more seeds."""
     _, y_test = data.arrays("test")
     labels = np.asarray(y_test, dtype=np.float64)
@@ -227,7 +227,7 @@ def baselines(data: PreparedData, model_cfg: ModelConfig, train_cfg: TrainConfig
             return train_cfg
         lr, l2 = PRESETS["criteo"].learning_rates[name]
         return TrainConfig(**{**asdict(train_cfg), "lr_emb": lr, "l2_emb": l2, "lr_nn": lr,
-                              "l2_nn": l2})
+                              "l2_nn": l2})  # fmt: skip
 
     rows, boot = [], {}
     for name in MODELS:
@@ -236,14 +236,14 @@ def baselines(data: PreparedData, model_cfg: ModelConfig, train_cfg: TrainConfig
         metrics, probs = library_runs(name, data, model_cfg, cfg, seeds, work / f"base_{name}")
         boot[name] = bootstrap_auc(labels, probs, None, resamples)
         rows.append({"model": name, "lr": cfg.lr_nn, "l2": cfg.l2_nn, **metrics,
-                     "seconds": time.perf_counter() - started})
+                     "seconds": time.perf_counter() - started})  # fmt: skip
         print(f"  {name:<15} done in {rows[-1]['seconds']:.1f} s (load {load()})", flush=True)
     dcn_auc = next(r for r in rows if r["model"] == "dcn")["test_auc"]
     dcn_mean, dcn_sd = mean_std(dcn_auc)
     n = len(seeds)
     print(f"\n{'model':<15} {'lr / l2':>13} {'params':>10} {'test AUC':>18} {'test LogLoss':>18} "
           f"{'valid AUC':>9} {'best ep.':>8} {'vs dcn':>8} {'seed SE':>7} {'boot SE':>7}  "
-          f"flag")
+          f"flag")  # fmt: skip
     for r in rows:
         mean, sd = mean_std(r["test_auc"])
         diff = mean - dcn_mean
@@ -255,7 +255,7 @@ def baselines(data: PreparedData, model_cfg: ModelConfig, train_cfg: TrainConfig
               f"{pm(r['test_auc']):>18} {pm(r['test_logloss']):>18} "
               f"{np.mean(r['best_valid_auc']):>9.4f} {','.join(map(str, r['best_epoch'])):>8} "
               f"{diff:>+8.4f} {se:>7.4f} {boot_se:>7.4f}  "
-              f"{'FAR BELOW DCN' if far else ''}")
+              f"{'FAR BELOW DCN' if far else ''}")  # fmt: skip
     print("vs dcn: difference of the mean test AUCs; seed SE: sqrt(s^2/n + s_dcn^2/n) over seeds; "
           "boot SE: paired bootstrap SE of that difference\nover the test rows (same resamples for "
           "both models); FAR BELOW DCN: more than 2 seed SEs and more than 2 boot SEs below dcn")
@@ -265,17 +265,17 @@ def baselines(data: PreparedData, model_cfg: ModelConfig, train_cfg: TrainConfig
         print(f"\nconfirming the flagged baselines on {len(confirm_seeds)} seeds "
               f"({confirm_seeds[0]}..{confirm_seeds[-1]}), against dcn on the same seeds:")
         dcn_more, _ = library_runs("dcn", data, model_cfg, configured("dcn"), confirm_seeds,
-                                   work / "confirm_dcn")
+                                   work / "confirm_dcn")  # fmt: skip
         m_dcn, s_dcn = mean_std(dcn_more["test_auc"])
         k = len(confirm_seeds)
         for r in flagged:
             more, _ = library_runs(r["model"], data, model_cfg, configured(r["model"]),
-                                   confirm_seeds, work / f"confirm_{r['model']}")
+                                   confirm_seeds, work / f"confirm_{r['model']}")  # fmt: skip
             m, sd = mean_std(more["test_auc"])
             se = math.sqrt(sd**2 / k + s_dcn**2 / k)
             still = m - m_dcn < -2 * se
             r.update(confirm_test_auc=more["test_auc"], confirm_dcn_test_auc=dcn_more["test_auc"],
-                     confirmed_far_below=still)
+                     confirmed_far_below=still)  # fmt: skip
             print(f"  {r['model']:<15} test AUC {m:.4f} +- {sd:.4f} vs dcn {m_dcn:.4f} +- "
                   f"{s_dcn:.4f}: difference {m - m_dcn:+.4f}, seed SE {se:.4f} -> "
                   f"{'still far below' if still else 'within 2 SE: the 3-seed flag was noise'}")
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="baselines use their own Criteo-preset lr / L2 instead of DCN's")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # fmt: skip
 
     torch.set_num_threads(args.threads)
     root = Path(os.environ.get("OPTFUSION_REAL_SAMPLES", DEFAULT_REAL_SAMPLES))
@@ -306,19 +306,19 @@ def main(argv: list[str] | None = None) -> int:
     model_cfg = ModelConfig(embed_dim=EMBED_DIM, mlp_dims=MLP_DIMS, cross_layers=CROSS_LAYERS)
     train_cfg = TrainConfig(epochs=EPOCHS, batch_size=BATCH_SIZE, lr_emb=lr, l2_emb=l2, lr_nn=lr,
                             l2_nn=l2, patience=args.patience, device="cpu",
-                            threads=args.threads, progress=False)
+                            threads=args.threads, progress=False)  # fmt: skip
     lean_cfg = LeanConfig(embed_dim=EMBED_DIM, mlp_dims=MLP_DIMS, cross_layers=CROSS_LAYERS,
                           batch_size=BATCH_SIZE, epochs=EPOCHS, patience=args.patience,
-                          lr_emb=lr, l2_emb=l2, lr_nn=lr, l2_nn=l2)
+                          lr_emb=lr, l2_emb=l2, lr_nn=lr, l2_nn=l2)  # fmt: skip
     load_start = load()
     print(f"torch {torch.__version__}, {args.threads} threads; load average at start {load_start}")
     print(f"settings: batch {BATCH_SIZE}, up to {EPOCHS} epochs, patience {args.patience}, "
           f"embed dim {EMBED_DIM}, MLP {'-'.join(map(str, MLP_DIMS))}, {CROSS_LAYERS} cross "
-          f"layers, lr {lr:g} / l2 {l2:g} (Criteo preset, dcn), CPU")
+          f"layers, lr {lr:g} / l2 {l2:g} (Criteo preset, dcn), CPU")  # fmt: skip
 
     report: dict = {"settings": {"train_config": asdict(train_cfg),
                                  "model_config": asdict(model_cfg),
-                                 "lean_config": asdict(lean_cfg), "raw": raw.name}}
+                                 "lean_config": asdict(lean_cfg), "raw": raw.name}}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="optfusion_real_") as tmp:
         work = Path(tmp)
         meta = prepare(raw, work / "criteo", PrepareConfig("criteo", threshold=2, seed=42))
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         n_train = meta["num_rows"]["train"]
         print(f"data: {raw.name} prepared (threshold 2, seed 42) into a temporary directory: "
               f"{meta['num_rows']} rows, {meta['num_features']:,} features; "
-              f"{-(-n_train // BATCH_SIZE)} optimizer steps per epoch")
+              f"{-(-n_train // BATCH_SIZE)} optimizer steps per epoch")  # fmt: skip
         _, y_test = data.arrays("test")
         print(f"test split: {len(y_test)} rows, {int(np.sum(y_test))} clicks")
         report["data"] = {"num_rows": meta["num_rows"], "num_features": meta["num_features"]}
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n== every baseline, seeds {main_seeds}, same settings ({how}) ==")
             confirm = list(range(args.noise_seeds)) if args.noise_seeds > args.seeds else []
             report["baselines"] = baselines(data, model_cfg, train_cfg, main_seeds,
-                                            args.preset_lr, confirm, work)
+                                            args.preset_lr, confirm, work)  # fmt: skip
     load_end = load()
     print(f"\nload average (1, 5, 15 min): {load_start} at start, {load_end} at the end")
     if args.json:

@@ -198,7 +198,7 @@ def train_lean(
         history.append(
             {"epoch": epoch, "train_loss": float(loss_sum) / n, "valid_auc": valid["auc"],
              "valid_logloss": valid["logloss"], "train_seconds": seconds}
-        )
+        )  # fmt: skip
         if valid["auc"] > best_auc:
             best_auc, best_epoch, stale = valid["auc"], epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
