@@ -177,3 +177,12 @@ def test_retrain_into_a_users_folder_changes_nothing(teacher_dir, tmp_path, caps
                  "--out", str(out), "--seeds", "0", *LOOP])
     assert code == 2
     refused(capsys, out, before, "did not write (notes.txt)")
+
+
+def test_a_failed_predict_leaves_no_scratch(run, tmp_path, capsys):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("1\t2\tthree columns only\n")
+    out = tmp_path / "out" / "preds.csv"
+    assert predict(run, bad, out) == 2
+    assert "bad.tsv" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["bad.tsv", "out"]
