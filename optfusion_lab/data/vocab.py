@@ -16,6 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..io import write_atomic
+
 OOV_ID = 0  # every field's id for a token below the threshold or never seen
 
 
@@ -98,6 +100,7 @@ class Vocabulary:
         return [len(t) + 1 for t in self.tokens]  # + 1 for the out-of-vocabulary id
 
     def save(self, path: Path) -> None:
+        """Write the vocabulary as one parquet table (field, token, count), atomically."""
         sizes = [len(t) for t in self.tokens]
         table = pa.table(
             {
@@ -106,7 +109,7 @@ class Vocabulary:
                 "count": pa.array(np.concatenate(self.counts).astype(np.int64)),
             }
         )
-        pq.write_table(table, path)
+        write_atomic(path, lambda p: pq.write_table(table, p))
 
     @classmethod
     def load(cls, path: Path, field_names: tuple[str, ...], numeric_fields=()) -> Vocabulary:
