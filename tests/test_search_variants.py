@@ -18,6 +18,7 @@ from optfusion_lab.data.dataset import PreparedData
 from optfusion_lab.data.loader import BatchLoader
 from optfusion_lab.models.genotype import FusionGraph, Genotype
 from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig
+from optfusion_lab.names import ALGORITHMS
 from optfusion_lab.search import (
     HISTORY_COLUMNS,
     BilevelArchitectureStep,
@@ -35,7 +36,6 @@ from optfusion_lab.train import Callback, TrainConfig, seed_everything
 SUPERNET = SupernetConfig(embed_dim=4, num_layers=1)
 TRAIN = TrainConfig(epochs=1, batch_size=256, lr_emb=3e-3, lr_nn=3e-3, device="cpu",
                     progress=False, threads=1, seed=0)
-ALGORITHMS = ("one-shot", "sequential", "bilevel")
 PHASES = {"one-shot": ["one-shot"], "sequential": ["connections", "operations"],
           "bilevel": ["bilevel"]}
 
