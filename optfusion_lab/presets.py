@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from optfusion_lab.names import MODELS
+from optfusion_lab.names import DATASETS, MODELS
 
 if TYPE_CHECKING:
     from optfusion_lab.models.config import ModelConfig
@@ -145,9 +145,20 @@ def check_model_name(name: str) -> str:
 
 
 def default_preset_name(meta: Mapping) -> str:
-    """The reference preset of the data's dataset, or ``tiny`` for a dataset without one."""
+    """The reference preset of the data's dataset (training and search presets share the
+    dataset names), or ``tiny`` for data of no known dataset."""
     dataset = meta.get("dataset")
-    return dataset if dataset in PRESETS else "tiny"
+    return dataset if dataset in DATASETS else "tiny"
+
+
+def check_preset_fits(preset: Preset | SearchPreset, meta: Mapping) -> None:
+    """A ValueError when a dataset's preset is used on another dataset's data."""
+    dataset = meta.get("dataset")
+    if preset.dataset is not None and dataset is not None and dataset != preset.dataset:
+        raise ValueError(
+            f"preset {preset.name!r} is meant for {preset.dataset} data, not {dataset}; "
+            f"use --preset {default_preset_name(meta)}"
+        )
 
 
 def resolve_preset(
@@ -165,12 +176,7 @@ def resolve_preset(
 
     preset = get_preset(preset) if isinstance(preset, str) else preset
     check_model_name(model)
-    dataset = meta.get("dataset")
-    if preset.dataset is not None and dataset is not None and dataset != preset.dataset:
-        raise ValueError(
-            f"preset {preset.name!r} is meant for {preset.dataset} data, not {dataset}; "
-            f"use --preset {default_preset_name(meta)}"
-        )
+    check_preset_fits(preset, meta)
     num_fields = int(meta["num_fields"])
     lr, l2 = preset.learning_rates[model]
     model_cfg = ModelConfig(

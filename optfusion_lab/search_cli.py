@@ -112,17 +112,14 @@ def run_search(args: argparse.Namespace) -> int:
     from .distributed import init_from_env, is_main_process
     from .io import SEARCH_RUN, claim_output_folder
     from .models.supernet import SupernetConfig
-    from .presets import get_search_preset
+    from .presets import check_preset_fits, default_preset_name, get_search_preset
     from .search import SearchConfig, stability_summary, write_stability
     from .train import TrainConfig, resolve_device
 
     data = PreparedData.open(args.data)
-    name = args.preset or (data.meta["dataset"] if data.meta["dataset"] in SEARCH_PRESETS
-                           else "tiny")  # fmt: skip
+    name = args.preset or default_preset_name(data.meta)
     preset = get_search_preset(name)
-    if preset.dataset is not None and preset.dataset != data.meta["dataset"]:
-        raise ValueError(f"preset {name!r} is meant for {preset.dataset} data, not "
-                         f"{data.meta['dataset']}; use --preset tiny or the data's own")
+    check_preset_fits(preset, data.meta)
     operations = tuple(op.strip() for op in args.operations.split(",") if op.strip())
     supernet_cfg = SupernetConfig(
         embed_dim=args.embed_dim or preset.embed_dim,
@@ -220,7 +217,7 @@ def run_retrain(args: argparse.Namespace) -> int:
     from .data.dataset import PreparedData
     from .distributed import init_from_env, is_main_process
     from .models.genotype import Genotype
-    from .presets import get_search_preset
+    from .presets import default_preset_name, get_search_preset
     from .search import load_warm_start, retrain
     from .train import TrainConfig, TrainingDivergedError, resolve_device
 
@@ -236,8 +233,7 @@ def run_retrain(args: argparse.Namespace) -> int:
         metadata["search_config"] = config
     else:
         base, preset_name = TrainConfig(), None
-    preset_name = preset_name or (data.meta["dataset"] if data.meta["dataset"] in SEARCH_PRESETS
-                                  else "tiny")  # fmt: skip
+    preset_name = preset_name or default_preset_name(data.meta)
     preset = get_search_preset(preset_name)
     lr_l2 = preset.retrain_hard if args.selection == "hard" else preset.retrain_soft
     train_cfg = _train_config(base, args, lr_l2)

@@ -25,7 +25,7 @@ def test_every_registry_holds_exactly_the_names():
     from optfusion_lab.fusion import OPERATION_CLASSES, OPERATIONS
     from optfusion_lab.models import MODELS
     from optfusion_lab.models.genotype import DESIGNS
-    from optfusion_lab.presets import PRESETS
+    from optfusion_lab.presets import PRESETS, SEARCH_PRESETS
     from optfusion_lab.search import SearchConfig
 
     assert tuple(SCHEMAS) == names.DATASETS
@@ -35,6 +35,8 @@ def test_every_registry_holds_exactly_the_names():
     assert tuple(DESIGNS) == names.DESIGNS
     for preset in PRESETS.values():
         assert tuple(preset.learning_rates) == names.MODELS
+    for dataset in names.DATASETS:  # the default preset of a dataset's data is its own
+        assert PRESETS[dataset].dataset == SEARCH_PRESETS[dataset].dataset == dataset
     for algorithm in names.ALGORITHMS:
         assert SearchConfig(algorithm=algorithm).algorithm == algorithm
     with pytest.raises(ValueError, match="unknown search algorithm"):
@@ -72,3 +74,21 @@ def _choices(argv: list[str], option: str) -> tuple[str, ...]:
 )
 def test_cli_choices_come_from_the_names(command, option, expected):
     assert _choices([command], option) == expected
+
+
+def test_default_preset_and_its_check_serve_training_and_search():
+    from optfusion_lab.presets import (
+        check_preset_fits,
+        default_preset_name,
+        get_preset,
+        get_search_preset,
+    )
+
+    assert default_preset_name({"dataset": "kdd12"}) == "kdd12"
+    assert default_preset_name({"dataset": "movielens"}) == "tiny"
+    for preset in (get_preset("criteo"), get_search_preset("criteo")):
+        message = "meant for criteo data, not kdd12; use --preset kdd12"
+        with pytest.raises(ValueError, match=message):
+            check_preset_fits(preset, {"dataset": "kdd12"})
+        check_preset_fits(preset, {"dataset": "criteo"})
+    check_preset_fits(get_search_preset("tiny"), {"dataset": "kdd12"})
