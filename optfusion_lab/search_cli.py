@@ -84,7 +84,7 @@ def add_retrain_parser(subparsers) -> argparse.ArgumentParser:
                    help="start from this search run's supernet weights (default: from scratch)")
     default_seeds = " ".join(map(str, DEFAULT_SEEDS))
     p.add_argument("--seeds", type=int, nargs="+", metavar="S",
-                   help=f"one run per seed (default: {default_seeds})")  # fmt: skip
+                   help=f"one run per seed (default: {default_seeds})")
     p.set_defaults(func=run_retrain)
     return p
 
@@ -102,7 +102,7 @@ def _train_config(base, args, lr_l2: tuple[float, float]):
         lr_emb=lr, lr_nn=lr, l2_emb=l2, l2_nn=l2,
         device=args.device, amp=args.amp, shuffle=not args.no_shuffle,
         progress=not args.no_progress,
-    )  # fmt: skip
+    )
 
 
 def run_search(args: argparse.Namespace) -> int:
@@ -146,7 +146,7 @@ def run_search(args: argparse.Namespace) -> int:
     for seed in args.seeds:
         seed_cfg = dataclasses.replace(train_cfg, seed=seed)
         code, genotype = _search_one(args, args.out / f"seed_{seed}", data, supernet_cfg,
-                                     seed_cfg, search_cfg, metadata)  # fmt: skip
+                                     seed_cfg, search_cfg, metadata)
         if code != 0:
             return code
         genotypes.append(genotype)
@@ -170,19 +170,19 @@ def _search_one(args, out: Path, data, supernet_cfg, train_cfg, search_cfg, meta
         config = json.loads((out / "config.json").read_text())
         if config.get("fingerprint") != fingerprint:
             raise ValueError(f"{out}: this finished search used other data or options; "
-                             "drop --resume or choose another --out")  # fmt: skip
+                             "drop --resume or choose another --out")
         if is_main_process():
             print(f"{out}: the search finished already; nothing to resume")
         return 0, Genotype.load(out / "genotype.json")
     try:
         result = search(data, supernet_cfg, train_cfg, search_cfg, checkpoint_dir=out,
-                        resume=args.resume, fingerprint=fingerprint)  # fmt: skip
+                        resume=args.resume, fingerprint=fingerprint)
     except TrainingDivergedError as exc:
         print(f"optfusion-lab search: error: {exc}", file=sys.stderr)
         return 1, None
     if result.stopped:
         print(f"optfusion-lab search: stopped ({result.stop_reason}); the checkpoint in {out} "
-              "keeps every finished epoch: continue with --resume", file=sys.stderr)  # fmt: skip
+              "keeps every finished epoch: continue with --resume", file=sys.stderr)
         return 130, None
     if not is_main_process():
         return 0, result.genotype
@@ -190,7 +190,7 @@ def _search_one(args, out: Path, data, supernet_cfg, train_cfg, search_cfg, meta
         from .models.teacher import score_genotype
 
         metadata = {**metadata, "score_against_truth": score_genotype(
-            result.genotype, Genotype.load(args.truth)).to_dict()}  # fmt: skip
+            result.genotype, Genotype.load(args.truth)).to_dict()}
     write_search_run(out, result, data, supernet_cfg, train_cfg, search_cfg, metadata)
     fit = result.fit
     print(result.genotype)
@@ -202,7 +202,7 @@ def _search_one(args, out: Path, data, supernet_cfg, train_cfg, search_cfg, meta
         resumed = f", resumed after epoch {fit.resumed_from_epoch}"
     print(f"supernet ({search_cfg.algorithm}{resumed}): best valid AUC "
           f"{fit.best_valid_auc:.5f} (epoch {fit.best_epoch}), test AUC {fit.test_auc:.5f}, "
-          f"LogLoss {fit.test_logloss:.5f}, {result.search_seconds:.1f} s -> {out}/")  # fmt: skip
+          f"LogLoss {fit.test_logloss:.5f}, {result.search_seconds:.1f} s -> {out}/")
     return 0, result.genotype
 
 
@@ -225,7 +225,7 @@ def run_retrain(args: argparse.Namespace) -> int:
     genotype = Genotype.load(args.genotype)
     if genotype.num_fields != data.num_fields:
         raise ValueError(f"{args.genotype} was searched on data with {genotype.num_fields} "
-                         f"fields; {args.data} has {data.num_fields}")  # fmt: skip
+                         f"fields; {args.data} has {data.num_fields}")
     config = _search_config_near(args.genotype, args.warm_start)
     metadata = {"arguments": _plain_arguments(args)}
     if config is not None:  # the search's training settings, e.g. batch size and epochs
@@ -243,7 +243,7 @@ def run_retrain(args: argparse.Namespace) -> int:
     init_from_env()
     try:
         run = retrain(data, genotype, train_cfg, seeds, selection=args.selection,
-                      warm_start=warm, out_dir=args.out, metadata=metadata)  # fmt: skip
+                      warm_start=warm, out_dir=args.out, metadata=metadata)
     except TrainingDivergedError as exc:
         print(f"optfusion-lab retrain: error: {exc}", file=sys.stderr)
         return 1
@@ -251,5 +251,5 @@ def run_retrain(args: argparse.Namespace) -> int:
         return 0
     init = "warm start" if warm is not None else "from scratch"
     print(format_train_summary(f"optfusion-{args.selection} ({init})", data.meta["dataset"],
-                               preset_name, run, args.out))  # fmt: skip
+                               preset_name, run, args.out))
     return 130 if run.stopped else 0
