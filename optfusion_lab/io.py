@@ -152,7 +152,11 @@ def check_output_folder(path: str | Path, kind: str) -> Path:
     if not os.path.lexists(path):
         return path
     what = kind.replace("-", " ")  # e.g. "training run"
-    if path.is_symlink() or not path.is_dir():
+    if path.is_symlink():
+        raise OutputError(
+            f"{path} is a link; it was kept (give the path of a real folder for the {what})"
+        )
+    if not path.is_dir():
         raise OutputError(
             f"{path} is a file, not a folder; it was kept (choose another path for the {what})"
         )

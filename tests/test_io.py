@@ -143,3 +143,13 @@ def test_check_output_file(tmp_path):
         check_output_file(other, "prediction file", is_own)
     with pytest.raises(OutputError, match="is a folder; give the path of a file"):
         check_output_file(tmp_path, "prediction file", is_own)
+
+
+def test_a_link_is_never_replaced(tmp_path):
+    target = tmp_path / "target"
+    target.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    with pytest.raises(OutputError, match="link is a link; it was kept"):
+        claim_output_folder(link, TRAINING_RUN)
+    assert link.is_symlink() and list(target.iterdir()) == []
