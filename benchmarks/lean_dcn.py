@@ -1,13 +1,17 @@
-"""A lean DCN and a plain training loop in bare PyTorch: the yardstick for the library's ``dcn``.
+"""Plain PyTorch baselines and a plain training loop: the yardsticks for the library's models.
 
 What it is
 ----------
-A deliberately small, independent re-implementation of DCN (v1, parallel form) that uses none of
-``optfusion_lab``'s components, models or training code. It only reads the same prepared arrays
-(``PreparedData.open(dir).arrays(split)``), so that the library's ``dcn`` can be compared with it
-on speed (``bench_train.py``) and on accuracy (``compare_dcn_real.py``).
+Deliberately small, independent re-implementations of DCN (v1, parallel form), and of FNN
+(``LeanDNN``), DeepFM (``LeanDeepFM``) and DCN-V2 stacked / parallel (``LeanDCNV2``), that use
+none of ``optfusion_lab``'s components, models or training code. They only read the same
+prepared arrays (``PreparedData.open(dir).arrays(split)``), so that the library's models can be
+compared with them on speed (``bench_train.py``) and on accuracy (``compare_real.py``). Each
+draws its initial weights in the library's order: with the same seed, ``build_plain(name, ...)``
+starts from the same weights as ``build_model(name, ...)``, and :func:`train_lean` sees the
+batches in the same order as ``optfusion_lab.train.fit``.
 
-Model (F fields, D = embed_dim, d = F * D)::
+The DCN (F fields, D = embed_dim, d = F * D)::
 
     E   = flatten(Embedding(ids))                      # one table over global ids, (B, d)
     x_0 = E,  x_{l+1} = x_0 * (x_l . w_l) + b_l + x_l  # k CrossNet-v1 layers, (B, d)
@@ -109,6 +113,97 @@ class LeanDCN(nn.Module):
         return self.head(h).squeeze(-1)  # (B,)
 
 
+def _plain_mlp(width: int, dims: tuple[int, ...], output_dim: int | None) -> nn.Sequential:
+    """``[Linear -> ReLU] * len(dims)`` then an optional ``Linear(., output_dim)``."""
+    layers: list[nn.Module] = []
+    for hidden in dims:
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    if output_dim is not None:
+        layers.append(nn.Linear(width, output_dim))
+    return nn.Sequential(*layers)
+
+
+def _plain_embedding(num_features: int, embed_dim: int, std: float) -> nn.Embedding:
+    table = nn.Embedding(num_features, embed_dim)
+    nn.init.normal_(table.weight, 0.0, std)
+    return table
+
+
+class LeanDNN(nn.Module):
+    """FNN: ``MLP(E) -> Linear(., 1)``."""
+
+    def __init__(self, num_features: int, num_fields: int, cfg: LeanConfig):
+        super().__init__()
+        self.embedding = _plain_embedding(num_features, cfg.embed_dim, cfg.embed_init_std)
+        self.mlp = _plain_mlp(num_fields * cfg.embed_dim, cfg.mlp_dims, 1)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.embedding(ids).flatten(start_dim=1)).squeeze(-1)  # (B, d) -> (B,)
+
+
+class LeanDeepFM(nn.Module):
+    """DeepFM: ``b + sum_f w[x_f] + sum_{i<j} <v_i, v_j> + MLP(E)``."""
+
+    def __init__(self, num_features: int, num_fields: int, cfg: LeanConfig):
+        super().__init__()
+        self.embedding = _plain_embedding(num_features, cfg.embed_dim, cfg.embed_init_std)
+        self.first_order = _plain_embedding(num_features, 1, cfg.embed_init_std)  # w, (n, 1)
+        self.bias = nn.Parameter(torch.zeros(1))
+        self.mlp = _plain_mlp(num_fields * cfg.embed_dim, cfg.mlp_dims, 1)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        v = self.embedding(ids)  # (B, F, D)
+        linear = self.first_order(ids).sum(dim=1) + self.bias  # (B, 1)
+        fm = 0.5 * (v.sum(dim=1) ** 2 - (v**2).sum(dim=1)).sum(dim=1, keepdim=True)  # (B, 1)
+        return (linear + fm + self.mlp(v.flatten(start_dim=1))).squeeze(-1)  # (B,)
+
+
+class LeanDCNV2(nn.Module):
+    """DCN-V2 with full-rank layers ``x_{l+1} = x0 * (W_l x_l + b_l) + x_l``; ``stacked``:
+    ``MLP(cross(E)) -> Linear``, else parallel: ``Linear([cross(E), MLP(E)])``."""
+
+    def __init__(self, num_features: int, num_fields: int, cfg: LeanConfig, stacked: bool):
+        super().__init__()
+        d = num_fields * cfg.embed_dim
+        self.stacked = stacked
+        self.embedding = _plain_embedding(num_features, cfg.embed_dim, cfg.embed_init_std)
+        self.cross = nn.ModuleList(nn.Linear(d, d) for _ in range(cfg.cross_layers))
+        self.mlp = _plain_mlp(d, cfg.mlp_dims, 1 if stacked else None)
+        width = cfg.mlp_dims[-1] if cfg.mlp_dims else d
+        self.head = None if stacked else nn.Linear(d + width, 1)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x0 = self.embedding(ids).flatten(start_dim=1)  # (B, F, D) -> (B, d)
+        x = x0
+        for linear in self.cross:
+            x = x0 * linear(x) + x  # (B, d)
+        if self.stacked:
+            return self.mlp(x).squeeze(-1)  # (B,)
+        return self.head(torch.cat([x, self.mlp(x0)], dim=1)).squeeze(-1)  # (B, d + m) -> (B,)
+
+
+# The plain counterparts of the library's baselines, by the library's model name. Each draws
+# its initial weights in the library's order, so the same seed starts both from the same weights.
+PLAIN_MODELS: dict[str, Callable[[int, int, LeanConfig], nn.Module]] = {
+    "dnn": LeanDNN,
+    "deepfm": LeanDeepFM,
+    "dcn": lambda n, f, cfg: LeanDCN(
+        n, f, cfg.embed_dim, cfg.mlp_dims, cfg.cross_layers, cfg.embed_init_std
+    ),
+    "dcnv2-stacked": lambda n, f, cfg: LeanDCNV2(n, f, cfg, stacked=True),
+    "dcnv2-parallel": lambda n, f, cfg: LeanDCNV2(n, f, cfg, stacked=False),
+}
+
+
+def build_plain(name: str, num_features: int, num_fields: int, cfg: LeanConfig) -> nn.Module:
+    """The plain model called ``name``, initialised from ``torch.manual_seed(cfg.seed)``."""
+    if name not in PLAIN_MODELS:
+        raise ValueError(f"no plain version of {name!r}; plain models: {', '.join(PLAIN_MODELS)}")
+    torch.manual_seed(cfg.seed)
+    return PLAIN_MODELS[name](num_features, num_fields, cfg)
+
+
 def build_lean(num_features: int, num_fields: int, cfg: LeanConfig) -> LeanDCN:
     """A LeanDCN with ``cfg``'s sizes, initialised from ``torch.manual_seed(cfg.seed)``."""
     torch.manual_seed(cfg.seed)
@@ -117,9 +212,10 @@ def build_lean(num_features: int, num_fields: int, cfg: LeanConfig) -> LeanDCN:
     )
 
 
-def make_lean_optimizer(model: LeanDCN, cfg: LeanConfig) -> torch.optim.Adam:
-    """Adam with two groups: the embedding table, and everything else."""
-    embedding = list(model.embedding.parameters())
+def make_lean_optimizer(model: nn.Module, cfg: LeanConfig) -> torch.optim.Adam:
+    """Adam with two groups: every ``nn.Embedding`` table (DeepFM's first-order weights too),
+    and everything else."""
+    embedding = [p for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()]
     embedding_ids = {id(p) for p in embedding}
     rest = [p for p in model.parameters() if id(p) not in embedding_ids]
     return torch.optim.Adam(
@@ -158,7 +254,7 @@ def evaluate_lean(
 
 
 def train_lean(
-    model: LeanDCN,
+    model: nn.Module,
     data: PreparedData,
     cfg: LeanConfig,
     on_step: Callable[[int, int], None] | None = None,

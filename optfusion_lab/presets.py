@@ -45,6 +45,7 @@ class Preset:
     batch_size: int = 4096  # training batch size of the reference
     epochs: int = 5  # the reference trains up to 5 epochs, with early stopping
     patience: int = 1  # the reference stops at the first epoch without a better valid AUC
+    embedding_l2: bool = True  # False: no L2 on the embedding tables (the network keeps its L2)
 
     def mlp_widths(self, num_fields: int) -> tuple[int, ...]:
         """The MLP widths for data with ``num_fields`` fields (``d = F * D`` unless fixed)."""
@@ -189,7 +190,7 @@ def resolve_preset(
         epochs=preset.epochs,
         batch_size=preset.batch_size,
         lr_emb=lr,
-        l2_emb=l2,
+        l2_emb=l2 if preset.embedding_l2 else 0.0,
         lr_nn=lr,
         l2_nn=l2,
         patience=preset.patience,
@@ -213,6 +214,17 @@ def with_sizes(
     if cross_layers is not None:
         changes["cross_layers"] = cross_layers
     return replace(preset, **changes)
+
+
+def with_embedding_l2(preset: Preset, enabled: bool | None) -> Preset:
+    """``preset`` with its coupled L2 on the embedding tables on or off (None keeps it).
+
+    Off is the better choice on small or sparse data: Adam's coupled weight decay reaches every
+    row of the table at every step, also the rows of features absent from the batch, and Adam
+    rescales that tiny gradient to a full-size step, so rare features lose what they learned
+    between their occurrences (see the README). The reference presets keep it on.
+    """
+    return preset if enabled is None else replace(preset, embedding_l2=enabled)
 
 
 def describe_presets() -> str:

@@ -46,6 +46,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--cross-layers", type=int, metavar="N")
     p.add_argument("--mlp", type=int, nargs="+", metavar="W", help="MLP widths")
     add_loop_arguments(p)
+    p.add_argument("--embedding-l2", choices=("on", "off"),
+                   help="coupled L2 on the embedding tables (default: the preset's, on); off "
+                        "suits small or sparse data (see the README)")  # fmt: skip
     p.set_defaults(func=run_train)
     return p
 
@@ -96,6 +99,7 @@ def run_train(args: argparse.Namespace) -> int:
         default_preset_name,
         get_preset,
         resolve_preset,
+        with_embedding_l2,
         with_sizes,
     )
 
@@ -109,6 +113,8 @@ def run_train(args: argparse.Namespace) -> int:
         mlp_dims=tuple(args.mlp) if args.mlp else None,
         cross_layers=args.cross_layers,
     )
+    if args.embedding_l2 is not None:
+        preset = with_embedding_l2(preset, args.embedding_l2 == "on")
     model_cfg, train_cfg = resolve_preset(preset, model_name, data.meta)
     changes = {
         "epochs": args.epochs,
@@ -116,7 +122,7 @@ def run_train(args: argparse.Namespace) -> int:
         "threads": args.threads,
         "lr_emb": args.lr,
         "lr_nn": args.lr,
-        "l2_emb": args.l2,
+        "l2_emb": args.l2 if preset.embedding_l2 else None,  # off stays off under --l2
         "l2_nn": args.l2,
     }
     train_cfg = dataclasses.replace(
@@ -142,7 +148,11 @@ def run_train(args: argparse.Namespace) -> int:
             train_cfg,
             seeds,
             out_dir=args.out,
-            metadata={"preset": preset.name, "arguments": _plain_arguments(args)},
+            metadata={
+                "preset": preset.name,
+                "embedding_l2": preset.embedding_l2,
+                "arguments": _plain_arguments(args),
+            },
         )
     except TrainingDivergedError as exc:
         print(f"optfusion-lab train: error: {exc}", file=sys.stderr)

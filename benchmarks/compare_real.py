@@ -1,0 +1,232 @@
+"""Paired comparison of every baseline with a plain PyTorch model on the real Criteo and Avazu rows.
+
+What it does
+------------
+1. Prepares ``$OPTFUSION_REAL_SAMPLES/criteo/kaggle2014criteo_train.tiny.csv`` (1,999 rows) and
+   ``$OPTFUSION_REAL_SAMPLES/avazu/kaggleavazu_tr.rx.csv`` (2,994 rows) with the project's
+   ``prepare`` (threshold 2, seed 42: an 8:1:1 split) into a temporary directory, deleted at the
+   end. The variable must be set (see the samples' SOURCES.md); the rows are never copied into
+   the repository.
+2. For every seed and every baseline it trains, with the same seed (hence the same initial
+   weights and the same batch order):
+
+   - ``plain``: the plain PyTorch version of the model from ``lean_dcn.py`` and its plain loop,
+     with no L2 at all. EDCN, IPNN and xDeepFM have no plain version: they are paired with the
+     plain DCN of the same seed instead;
+   - ``reference`` (for ``--reference-models``, by default dnn, deepfm and dcn): the library
+     model trained by ``optfusion_lab.train`` with the L2 of the dataset's reference preset
+     (``optfusion_lab.presets``) on both Adam groups (coupled, as the reference does);
+   - ``no-emb-l2``: the same with the embedding tables' L2 switched off
+     (``--embedding-l2 off`` of ``optfusion-lab train``); the network keeps the preset's L2;
+   - ``no-l2`` (only on request, ``--variants no-l2``): no L2 at all, the plain model's exact
+     settings; a model with a plain version then gives the plain run's test AUC to the last bit.
+
+   Settings shared by all: embedding dim 16, MLP 400-400-400, 3 cross layers (EDCN layers),
+   CIN (F, F, F), lr 1e-3 on both groups, batch 256, up to ``--epochs`` (10) epochs with early
+   stopping on valid AUC, patience ``--patience`` (2), the best epoch restored, CPU.
+3. Prints, per dataset, model and variant, the mean over seeds of the paired difference of test
+   AUC (library minus plain) with its standard error ``sd(diff) / sqrt(n)``, and says whether it
+   lies within two standard errors of zero. The runs go model by model (all seeds of one
+   model, then the next; xDeepFM, slow on a CPU, last), so a partial run has whole rows. Every
+   run is appended to ``--log`` (JSON lines) as it finishes; a rerun with the same log skips the
+   runs it already holds, and ``--summarize LOG`` prints the table of a finished or partial log.
+
+How to run
+----------
+::
+
+    export OPTFUSION_REAL_SAMPLES=/path/to/real_samples
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/compare_real.py --seeds 10 --log paired.jsonl
+    .venv/bin/python benchmarks/compare_real.py --summarize paired.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from lean_dcn import PLAIN_MODELS, LeanConfig, build_plain, train_lean
+
+from optfusion_lab.data.dataset import PreparedData
+from optfusion_lab.data.prepare import PrepareConfig, prepare
+from optfusion_lab.models import MODELS, ModelConfig
+from optfusion_lab.presets import PRESETS
+from optfusion_lab.train import TrainConfig, run_seeds
+
+RAW_FILES = {
+    "criteo": Path("criteo") / "kaggle2014criteo_train.tiny.csv",
+    "avazu": Path("avazu") / "kaggleavazu_tr.rx.csv",
+}
+EMBED_DIM = 16
+MLP_DIMS = (400, 400, 400)
+CROSS_LAYERS = 3
+LR = 1e-3
+BATCH_SIZE = 256
+# the order of the runs: the plain-paired models first, xDeepFM (slow on a CPU) last
+MODEL_ORDER = ("dcn", "dnn", "deepfm", "edcn", "dcnv2-parallel", "dcnv2-stacked", "ipnn",
+               "xdeepfm")  # fmt: skip
+VARIANTS = ("reference", "no-emb-l2", "no-l2")  # the default run leaves out no-l2
+
+
+def plain_name(model: str) -> str:
+    """The plain model a baseline is paired with: its own plain version, else DCN."""
+    return model if model in PLAIN_MODELS else "dcn"
+
+
+def library_auc(model: str, data: PreparedData, variant: str, dataset: str, seed: int,
+                epochs: int, patience: int) -> dict:  # fmt: skip
+    """Test AUC of one library run; ``variant`` picks the L2 (see the module docstring)."""
+    l2 = PRESETS[dataset].learning_rates[model][1]
+    model_cfg = ModelConfig(embed_dim=EMBED_DIM, mlp_dims=MLP_DIMS, cross_layers=CROSS_LAYERS)
+    train_cfg = TrainConfig(epochs=epochs, batch_size=BATCH_SIZE, lr_emb=LR, lr_nn=LR,
+                            l2_emb=l2 if variant == "reference" else 0.0,
+                            l2_nn=0.0 if variant == "no-l2" else l2,
+                            patience=patience, device="cpu", progress=False)  # fmt: skip
+    frame, _ = run_seeds(model, model_cfg, data, train_cfg, [seed])
+    row = frame.iloc[0]
+    return {"test_auc": float(row["test_auc"]), "best_epoch": int(row["best_epoch"]),
+            "l2_emb": train_cfg.l2_emb, "l2_nn": train_cfg.l2_nn}  # fmt: skip
+
+
+def plain_auc(model: str, data: PreparedData, seed: int, epochs: int, patience: int) -> dict:
+    cfg = LeanConfig(embed_dim=EMBED_DIM, mlp_dims=MLP_DIMS, cross_layers=CROSS_LAYERS,
+                     batch_size=BATCH_SIZE, epochs=epochs, patience=patience, lr_emb=LR,
+                     l2_emb=0.0, lr_nn=LR, l2_nn=0.0, seed=seed)  # fmt: skip
+    result = train_lean(build_plain(model, data.num_features, data.num_fields, cfg), data, cfg)
+    return {"test_auc": result["test_auc"], "best_epoch": result["best_epoch"]}
+
+
+def summarize(records: list[dict]) -> list[dict]:
+    """Paired differences (library - plain) of test AUC per dataset, model and variant."""
+    plain = {(r["dataset"], r["model"], r["seed"]): r["test_auc"] for r in records
+             if r["kind"] == "plain"}  # fmt: skip
+    groups: dict[tuple, list[tuple[float, int]]] = {}
+    for r in records:
+        if r["kind"] != "library":
+            continue
+        key = (r["dataset"], r["model"], r["variant"])
+        partner = plain.get((r["dataset"], plain_name(r["model"]), r["seed"]))
+        if partner is not None:
+            groups.setdefault(key, []).append((r["test_auc"] - partner, r["best_epoch"]))
+    rows = []
+    for (dataset, model, variant), pairs in groups.items():
+        diffs = np.array([p[0] for p in pairs])
+        n = len(diffs)
+        se = float(diffs.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+        mean = float(diffs.mean())
+        lib = [r["test_auc"] for r in records if r["kind"] == "library" and r["dataset"] == dataset
+               and r["model"] == model and r["variant"] == variant]  # fmt: skip
+        rows.append({"dataset": dataset, "model": model, "variant": variant,
+                     "paired_with": f"plain {plain_name(model)}", "n": n,
+                     "library_auc": float(np.mean(lib)), "mean_difference": mean, "se": se,
+                     "within_2se": bool(abs(mean) <= 2 * se) if n > 1 else None,
+                     "mean_best_epoch": float(np.mean([p[1] for p in pairs]))})  # fmt: skip
+    order = {name: i for i, name in enumerate(MODELS)}
+    rows.sort(key=lambda r: (r["dataset"], order[r["model"]], VARIANTS.index(r["variant"])))
+    return rows
+
+
+def print_table(records: list[dict]) -> None:
+    plain = {}
+    for r in records:
+        if r["kind"] == "plain":
+            plain.setdefault((r["dataset"], r["model"]), []).append(r["test_auc"])
+    print("\n| dataset | model | variant | paired with (its AUC) | n | library AUC | "
+          "mean diff | SE | within 2 SE | best epoch |")
+    print("|---|---|---|---|---:|---:|---:|---:|---|---:|")
+    for row in summarize(records):
+        partner = plain[(row["dataset"], plain_name(row["model"]))]
+        print(f"| {row['dataset']} | {row['model']} | {row['variant']} | {row['paired_with']} "
+              f"({np.mean(partner):.4f}) | {row['n']} | {row['library_auc']:.4f} | "
+              f"{row['mean_difference']:+.4f} | {row['se']:.4f} | "
+              f"{'yes' if row['within_2se'] else 'NO'} | {row['mean_best_epoch']:.1f} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (default 10)")
+    parser.add_argument("--datasets", nargs="+", default=list(RAW_FILES), choices=list(RAW_FILES))
+    parser.add_argument("--models", nargs="+", default=list(MODEL_ORDER), choices=list(MODELS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS[:2]), choices=VARIANTS,
+                        help="library runs: reference, no-emb-l2 (default both); no-l2 trains "
+                             "with the plain model's settings exactly")  # fmt: skip
+    parser.add_argument("--reference-models", nargs="+", default=["dnn", "deepfm", "dcn"],
+                        choices=list(MODELS), metavar="MODEL",
+                        help="models that also run the reference variant (default: dnn deepfm "
+                             "dcn, the three of the Avazu question)")  # fmt: skip
+    parser.add_argument("--epochs", type=int, default=10, help="upper bound on epochs (10)")
+    parser.add_argument("--patience", type=int, default=2, help="early-stopping patience (2)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--log", type=Path, help="append every run here (JSON lines)")
+    parser.add_argument("--summarize", type=Path, metavar="LOG",
+                        help="only print the table of an existing log")  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.summarize is not None:
+        print_table([json.loads(line) for line in args.summarize.read_text().splitlines() if line])
+        return 0
+
+    root = os.environ.get("OPTFUSION_REAL_SAMPLES")
+    if not root:
+        raise SystemExit("set OPTFUSION_REAL_SAMPLES to the real_samples folder (see SOURCES.md)")
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} thread(s); D={EMBED_DIM}, MLP "
+          f"{'-'.join(map(str, MLP_DIMS))}, {CROSS_LAYERS} cross layers, lr {LR:g}, batch "
+          f"{BATCH_SIZE}, up to {args.epochs} epochs, patience {args.patience}", flush=True)
+    previous = []
+    if args.log is not None and args.log.is_file():  # continue a log: skip the runs it holds
+        previous = [json.loads(line) for line in args.log.read_text().splitlines() if line]
+    records: list[dict] = list(previous)
+
+    def record(entry: dict) -> None:
+        records.append(entry)
+        print(json.dumps(entry), flush=True)
+        if args.log is not None:
+            with args.log.open("a") as f:
+                f.write(json.dumps(entry) + "\n")
+
+    with tempfile.TemporaryDirectory(prefix="optfusion_paired_") as tmp:
+        for dataset in args.datasets:
+            raw = Path(root) / RAW_FILES[dataset]
+            if not raw.is_file():
+                raise SystemExit(f"{raw} not found; is OPTFUSION_REAL_SAMPLES right?")
+            meta = prepare(raw, Path(tmp) / dataset, PrepareConfig(dataset, threshold=2, seed=42))
+            data = PreparedData.open(Path(tmp) / dataset)
+            print(f"{dataset}: {meta['num_rows']} rows, {meta['num_features']:,} features",
+                  flush=True)  # fmt: skip
+            done = {(r["kind"], r["model"], r.get("variant"), r["seed"]) for r in previous
+                    if r["dataset"] == dataset}  # fmt: skip
+            for model in args.models:  # model by model, so that a partial run has whole rows
+                variants = [v for v in args.variants
+                            if v != "reference" or model in args.reference_models]  # fmt: skip
+                for seed in range(args.seeds):
+                    partner = plain_name(model)
+                    if ("plain", partner, None, seed) not in done:
+                        started = time.perf_counter()
+                        result = plain_auc(partner, data, seed, args.epochs, args.patience)
+                        record({"dataset": dataset, "kind": "plain", "model": partner,
+                                "seed": seed, **result,
+                                "seconds": round(time.perf_counter() - started, 1)})  # fmt: skip
+                        done.add(("plain", partner, None, seed))
+                    for variant in variants:
+                        if ("library", model, variant, seed) in done:
+                            continue
+                        started = time.perf_counter()
+                        result = library_auc(model, data, variant, dataset, seed, args.epochs,
+                                             args.patience)  # fmt: skip
+                        record({"dataset": dataset, "kind": "library", "model": model,
+                                "variant": variant, "seed": seed, **result,
+                                "seconds": round(time.perf_counter() - started, 1)})
+    print_table(records)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
