@@ -19,7 +19,9 @@ What it does
    - ``no-emb-l2``: the same with the embedding tables' L2 switched off
      (``--embedding-l2 off`` of ``optfusion-lab train``); the network keeps the preset's L2;
    - ``no-l2`` (only on request, ``--variants no-l2``): no L2 at all, the plain model's exact
-     settings; a model with a plain version then gives the plain run's test AUC to the last bit.
+     settings; a model with a plain version then gives the plain run's test AUC to the last bit;
+   - ``preset`` (only on request): the preset's own learning rate *and* L2 for the model (the
+     other variants use lr 1e-3 for every model).
 
    Settings shared by all: embedding dim 16, MLP 400-400-400, 3 cross layers (EDCN layers),
    CIN (F, F, F), lr 1e-3 on both groups, batch 256, up to ``--epochs`` (10) epochs with early
@@ -73,7 +75,7 @@ BATCH_SIZE = 256
 # the order of the runs: the plain-paired models first, xDeepFM (slow on a CPU) last
 MODEL_ORDER = ("dcn", "dnn", "deepfm", "edcn", "dcnv2-parallel", "dcnv2-stacked", "ipnn",
                "xdeepfm")  # fmt: skip
-VARIANTS = ("reference", "no-emb-l2", "no-l2")  # the default run leaves out no-l2
+VARIANTS = ("reference", "no-emb-l2", "no-l2", "preset")  # the default runs the first two
 
 
 def plain_name(model: str) -> str:
@@ -82,30 +84,41 @@ def plain_name(model: str) -> str:
 
 
 def library_auc(model: str, data: PreparedData, variant: str, dataset: str, seed: int,
-                epochs: int, patience: int) -> dict:  # fmt: skip
+                epochs: int, patience: int, batch_size: int) -> dict:  # fmt: skip
     """Test AUC of one library run; ``variant`` picks the L2 (see the module docstring)."""
-    l2 = PRESETS[dataset].learning_rates[model][1]
+    preset_lr, l2 = PRESETS[dataset].learning_rates[model]
+    lr = preset_lr if variant == "preset" else LR
     model_cfg = ModelConfig(embed_dim=EMBED_DIM, mlp_dims=MLP_DIMS, cross_layers=CROSS_LAYERS)
-    train_cfg = TrainConfig(epochs=epochs, batch_size=BATCH_SIZE, lr_emb=LR, lr_nn=LR,
-                            l2_emb=l2 if variant == "reference" else 0.0,
+    train_cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr_emb=lr, lr_nn=lr,
+                            l2_emb=l2 if variant in ("reference", "preset") else 0.0,
                             l2_nn=0.0 if variant == "no-l2" else l2,
                             patience=patience, device="cpu", progress=False)  # fmt: skip
     frame, _ = run_seeds(model, model_cfg, data, train_cfg, [seed])
     row = frame.iloc[0]
     return {"test_auc": float(row["test_auc"]), "best_epoch": int(row["best_epoch"]),
-            "l2_emb": train_cfg.l2_emb, "l2_nn": train_cfg.l2_nn}  # fmt: skip
+            "lr": lr, "l2_emb": train_cfg.l2_emb, "l2_nn": train_cfg.l2_nn}  # fmt: skip
 
 
-def plain_auc(model: str, data: PreparedData, seed: int, epochs: int, patience: int) -> dict:
+def plain_auc(model: str, data: PreparedData, seed: int, epochs: int, patience: int,
+              batch_size: int) -> dict:  # fmt: skip
     cfg = LeanConfig(embed_dim=EMBED_DIM, mlp_dims=MLP_DIMS, cross_layers=CROSS_LAYERS,
-                     batch_size=BATCH_SIZE, epochs=epochs, patience=patience, lr_emb=LR,
+                     batch_size=batch_size, epochs=epochs, patience=patience, lr_emb=LR,
                      l2_emb=0.0, lr_nn=LR, l2_nn=0.0, seed=seed)  # fmt: skip
     result = train_lean(build_plain(model, data.num_features, data.num_fields, cfg), data, cfg)
     return {"test_auc": result["test_auc"], "best_epoch": result["best_epoch"]}
 
 
+def unique(records: list[dict]) -> list[dict]:
+    """One record per run, the first (two processes may share a log)."""
+    first: dict[tuple, dict] = {}
+    for r in records:
+        first.setdefault((r["dataset"], r["kind"], r["model"], r.get("variant"), r["seed"]), r)
+    return list(first.values())
+
+
 def summarize(records: list[dict]) -> list[dict]:
     """Paired differences (library - plain) of test AUC per dataset, model and variant."""
+    records = unique(records)
     plain = {(r["dataset"], r["model"], r["seed"]): r["test_auc"] for r in records
              if r["kind"] == "plain"}  # fmt: skip
     groups: dict[tuple, list[tuple[float, int]]] = {}
@@ -136,7 +149,7 @@ def summarize(records: list[dict]) -> list[dict]:
 
 def print_table(records: list[dict]) -> None:
     plain = {}
-    for r in records:
+    for r in unique(records):
         if r["kind"] == "plain":
             plain.setdefault((r["dataset"], r["model"]), []).append(r["test_auc"])
     print("\n| dataset | model | variant | paired with (its AUC) | n | library AUC | "
@@ -157,11 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(MODEL_ORDER), choices=list(MODELS))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS[:2]), choices=VARIANTS,
                         help="library runs: reference, no-emb-l2 (default both); no-l2 trains "
-                             "with the plain model's settings exactly")  # fmt: skip
+                             "with the plain model's settings exactly; preset uses the preset's "
+                             "own learning rate too")  # fmt: skip
     parser.add_argument("--reference-models", nargs="+", default=["dnn", "deepfm", "dcn"],
                         choices=list(MODELS), metavar="MODEL",
                         help="models that also run the reference variant (default: dnn deepfm "
                              "dcn, the three of the Avazu question)")  # fmt: skip
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help=f"training batch size (default {BATCH_SIZE})")
     parser.add_argument("--epochs", type=int, default=10, help="upper bound on epochs (10)")
     parser.add_argument("--patience", type=int, default=2, help="early-stopping patience (2)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -179,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s); D={EMBED_DIM}, MLP "
           f"{'-'.join(map(str, MLP_DIMS))}, {CROSS_LAYERS} cross layers, lr {LR:g}, batch "
-          f"{BATCH_SIZE}, up to {args.epochs} epochs, patience {args.patience}", flush=True)
+          f"{args.batch_size}, up to {args.epochs} epochs, patience {args.patience}", flush=True)
     previous = []
     if args.log is not None and args.log.is_file():  # continue a log: skip the runs it holds
         previous = [json.loads(line) for line in args.log.read_text().splitlines() if line]
@@ -210,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
                     partner = plain_name(model)
                     if ("plain", partner, None, seed) not in done:
                         started = time.perf_counter()
-                        result = plain_auc(partner, data, seed, args.epochs, args.patience)
+                        result = plain_auc(partner, data, seed, args.epochs, args.patience,
+                                           args.batch_size)  # fmt: skip
                         record({"dataset": dataset, "kind": "plain", "model": partner,
                                 "seed": seed, **result,
                                 "seconds": round(time.perf_counter() - started, 1)})  # fmt: skip
@@ -220,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                             continue
                         started = time.perf_counter()
                         result = library_auc(model, data, variant, dataset, seed, args.epochs,
-                                             args.patience)  # fmt: skip
+                                             args.patience, args.batch_size)  # fmt: skip
                         record({"dataset": dataset, "kind": "library", "model": model,
                                 "variant": variant, "seed": seed, **result,
                                 "seconds": round(time.perf_counter() - started, 1)})
