@@ -74,7 +74,7 @@ LR = 1e-3
 BATCH_SIZE = 256
 # the order of the runs: the plain-paired models first, xDeepFM (slow on a CPU) last
 MODEL_ORDER = ("dcn", "dnn", "deepfm", "edcn", "dcnv2-parallel", "dcnv2-stacked", "ipnn",
-               "xdeepfm")  # fmt: skip
+               "xdeepfm")
 VARIANTS = ("reference", "no-emb-l2", "no-l2", "preset")  # the default runs the first two
 
 
@@ -84,7 +84,7 @@ def plain_name(model: str) -> str:
 
 
 def library_auc(model: str, data: PreparedData, variant: str, dataset: str, seed: int,
-                epochs: int, patience: int, batch_size: int) -> dict:  # fmt: skip
+                epochs: int, patience: int, batch_size: int) -> dict:
     """Test AUC of one library run; ``variant`` picks the L2 (see the module docstring)."""
     preset_lr, l2 = PRESETS[dataset].learning_rates[model]
     lr = preset_lr if variant == "preset" else LR
@@ -92,18 +92,18 @@ def library_auc(model: str, data: PreparedData, variant: str, dataset: str, seed
     train_cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr_emb=lr, lr_nn=lr,
                             l2_emb=l2 if variant in ("reference", "preset") else 0.0,
                             l2_nn=0.0 if variant == "no-l2" else l2,
-                            patience=patience, device="cpu", progress=False)  # fmt: skip
+                            patience=patience, device="cpu", progress=False)
     frame, _ = run_seeds(model, model_cfg, data, train_cfg, [seed])
     row = frame.iloc[0]
     return {"test_auc": float(row["test_auc"]), "best_epoch": int(row["best_epoch"]),
-            "lr": lr, "l2_emb": train_cfg.l2_emb, "l2_nn": train_cfg.l2_nn}  # fmt: skip
+            "lr": lr, "l2_emb": train_cfg.l2_emb, "l2_nn": train_cfg.l2_nn}
 
 
 def plain_auc(model: str, data: PreparedData, seed: int, epochs: int, patience: int,
-              batch_size: int) -> dict:  # fmt: skip
+              batch_size: int) -> dict:
     cfg = LeanConfig(embed_dim=EMBED_DIM, mlp_dims=MLP_DIMS, cross_layers=CROSS_LAYERS,
                      batch_size=batch_size, epochs=epochs, patience=patience, lr_emb=LR,
-                     l2_emb=0.0, lr_nn=LR, l2_nn=0.0, seed=seed)  # fmt: skip
+                     l2_emb=0.0, lr_nn=LR, l2_nn=0.0, seed=seed)
     result = train_lean(build_plain(model, data.num_features, data.num_fields, cfg), data, cfg)
     return {"test_auc": result["test_auc"], "best_epoch": result["best_epoch"]}
 
@@ -120,7 +120,7 @@ def summarize(records: list[dict]) -> list[dict]:
     """Paired differences (library - plain) of test AUC per dataset, model and variant."""
     records = unique(records)
     plain = {(r["dataset"], r["model"], r["seed"]): r["test_auc"] for r in records
-             if r["kind"] == "plain"}  # fmt: skip
+             if r["kind"] == "plain"}
     groups: dict[tuple, list[tuple[float, int]]] = {}
     for r in records:
         if r["kind"] != "library":
@@ -136,12 +136,12 @@ def summarize(records: list[dict]) -> list[dict]:
         se = float(diffs.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
         mean = float(diffs.mean())
         lib = [r["test_auc"] for r in records if r["kind"] == "library" and r["dataset"] == dataset
-               and r["model"] == model and r["variant"] == variant]  # fmt: skip
+               and r["model"] == model and r["variant"] == variant]
         rows.append({"dataset": dataset, "model": model, "variant": variant,
                      "paired_with": f"plain {plain_name(model)}", "n": n,
                      "library_auc": float(np.mean(lib)), "mean_difference": mean, "se": se,
                      "within_2se": bool(abs(mean) <= 2 * se) if n > 1 else None,
-                     "mean_best_epoch": float(np.mean([p[1] for p in pairs]))})  # fmt: skip
+                     "mean_best_epoch": float(np.mean([p[1] for p in pairs]))})
     order = {name: i for i, name in enumerate(MODELS)}
     rows.sort(key=lambda r: (r["dataset"], order[r["model"]], VARIANTS.index(r["variant"])))
     return rows
@@ -171,11 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS[:2]), choices=VARIANTS,
                         help="library runs: reference, no-emb-l2 (default both); no-l2 trains "
                              "with the plain model's settings exactly; preset uses the preset's "
-                             "own learning rate too")  # fmt: skip
+                             "own learning rate too")
     parser.add_argument("--reference-models", nargs="+", default=["dnn", "deepfm", "dcn"],
                         choices=list(MODELS), metavar="MODEL",
                         help="models that also run the reference variant (default: dnn deepfm "
-                             "dcn, the three of the Avazu question)")  # fmt: skip
+                             "dcn, the three of the Avazu question)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
                         help=f"training batch size (default {BATCH_SIZE})")
     parser.add_argument("--epochs", type=int, default=10, help="upper bound on epochs (10)")
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--log", type=Path, help="append every run here (JSON lines)")
     parser.add_argument("--summarize", type=Path, metavar="LOG",
-                        help="only print the table of an existing log")  # fmt: skip
+                        help="only print the table of an existing log")
     args = parser.parse_args(argv)
     if args.summarize is not None:
         print_table([json.loads(line) for line in args.summarize.read_text().splitlines() if line])
@@ -216,28 +216,28 @@ def main(argv: list[str] | None = None) -> int:
             meta = prepare(raw, Path(tmp) / dataset, PrepareConfig(dataset, threshold=2, seed=42))
             data = PreparedData.open(Path(tmp) / dataset)
             print(f"{dataset}: {meta['num_rows']} rows, {meta['num_features']:,} features",
-                  flush=True)  # fmt: skip
+                  flush=True)
             done = {(r["kind"], r["model"], r.get("variant"), r["seed"]) for r in previous
-                    if r["dataset"] == dataset}  # fmt: skip
+                    if r["dataset"] == dataset}
             for model in args.models:  # model by model, so that a partial run has whole rows
                 variants = [v for v in args.variants
-                            if v != "reference" or model in args.reference_models]  # fmt: skip
+                            if v != "reference" or model in args.reference_models]
                 for seed in range(args.seeds):
                     partner = plain_name(model)
                     if ("plain", partner, None, seed) not in done:
                         started = time.perf_counter()
                         result = plain_auc(partner, data, seed, args.epochs, args.patience,
-                                           args.batch_size)  # fmt: skip
+                                           args.batch_size)
                         record({"dataset": dataset, "kind": "plain", "model": partner,
                                 "seed": seed, **result,
-                                "seconds": round(time.perf_counter() - started, 1)})  # fmt: skip
+                                "seconds": round(time.perf_counter() - started, 1)})
                         done.add(("plain", partner, None, seed))
                     for variant in variants:
                         if ("library", model, variant, seed) in done:
                             continue
                         started = time.perf_counter()
                         result = library_auc(model, data, variant, dataset, seed, args.epochs,
-                                             args.patience, args.batch_size)  # fmt: skip
+                                             args.patience, args.batch_size)
                         record({"dataset": dataset, "kind": "library", "model": model,
                                 "variant": variant, "seed": seed, **result,
                                 "seconds": round(time.perf_counter() - started, 1)})

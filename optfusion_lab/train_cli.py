@@ -48,7 +48,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     add_loop_arguments(p)
     p.add_argument("--embedding-l2", choices=("on", "off"),
                    help="coupled L2 on the embedding tables (default: the preset's, on); off "
-                        "suits small or sparse data (see the README)")  # fmt: skip
+                        "suits small or sparse data (see the README)")
     p.set_defaults(func=run_train)
     return p
 

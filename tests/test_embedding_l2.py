@@ -63,7 +63,7 @@ def test_cli_embedding_l2_off_is_recorded(tmp_path):
     code = main(["train", "--data", str(data), "--model", "dnn", "--out", str(run),
                  "--preset", "tiny", "--epochs", "1", "--seeds", "0", "--device", "cpu",
                  "--embed-dim", "3", "--mlp", "8", "--l2", "1e-4", "--embedding-l2", "off",
-                 "--no-progress", "--threads", "1"])  # fmt: skip
+                 "--no-progress", "--threads", "1"])
     assert code == 0
     result = json.loads((run / "result.json").read_text())
     assert result["train_config"]["l2_emb"] == 0.0
@@ -73,6 +73,6 @@ def test_cli_embedding_l2_off_is_recorded(tmp_path):
     on = tmp_path / "on"
     assert main(["train", "--data", str(data), "--model", "dnn", "--out", str(on), "--preset",
                  "tiny", "--epochs", "1", "--seeds", "0", "--device", "cpu", "--embed-dim", "3",
-                 "--mlp", "8", "--l2", "1e-4", "--no-progress", "--threads", "1"]) == 0  # fmt: skip
+                 "--mlp", "8", "--l2", "1e-4", "--no-progress", "--threads", "1"]) == 0
     result_on = json.loads((on / "result.json").read_text())
     assert result_on["train_config"]["l2_emb"] == 1e-4 and result_on["metadata"]["embedding_l2"]
