@@ -1,21 +1,27 @@
-# Plain task runner. `make run` and `make test` bootstrap .venv when it is missing.
+# Plain task runner. `make run`, `make test` and `make lab` bootstrap .venv when it is missing.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUNS := runs
 
-.PHONY: run test lint samples bench clean
+.PHONY: run pipeline test test-fast lab sync-notebooks lint samples bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,notebooks]"
 	touch $(STAMP)
 
-# The main job on the embedded data: prepare every dataset in data_samples/, train a DCN
-# baseline, then search a fusion on the teacher data and retrain its genotype (small sizes).
+# The main job: execute the notebook course (every notebooks/NN_*.ipynb, in order) with
+# Papermill on the embedded data; executed notebooks, offline HTML pages and index.html go
+# to runs/course/.
 run: $(STAMP)
+	$(BIN)/optfusion-lab course --notebooks notebooks --out $(RUNS)/course
+
+# The command-line pipeline on the embedded data: prepare every dataset in data_samples/,
+# train a DCN baseline, then search a fusion on the teacher data and retrain its genotype.
+pipeline: $(STAMP)
 	$(BIN)/optfusion-lab prepare --dataset criteo --input data_samples/criteo_sample.txt.gz --out $(RUNS)/data/criteo
 	$(BIN)/optfusion-lab prepare --dataset avazu --input data_samples/avazu_sample.csv.gz --out $(RUNS)/data/avazu
 	$(BIN)/optfusion-lab prepare --dataset kdd12 --input data_samples/kdd12_sample.tsv.gz --out $(RUNS)/data/kdd12
@@ -24,10 +30,23 @@ run: $(STAMP)
 	$(BIN)/optfusion-lab search --data $(RUNS)/data/teacher --preset tiny --out $(RUNS)/search/teacher --no-progress --truth data_samples/teacher_genotype.json
 	$(BIN)/optfusion-lab retrain --data $(RUNS)/data/teacher --genotype $(RUNS)/search/teacher/genotype.json --warm-start $(RUNS)/search/teacher --out $(RUNS)/retrain/teacher --no-progress
 
-# Lint, then the whole test suite.
+# Lint, then the whole test suite (CI), notebooks included.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# Lint and the tests that execute no notebook, for quick local runs.
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not notebooks"
+
+# JupyterLab on the course.
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks
+
+# After editing a notebook's .py (the reviewed source), update its paired .ipynb (and back).
+sync-notebooks: $(STAMP)
+	$(BIN)/jupytext --sync notebooks/[0-9][0-9]_*.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

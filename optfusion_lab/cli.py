@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .course_cli import add_course_parser, add_sweep_parser
 from .names import DATASETS
 from .search_cli import add_retrain_parser, add_search_parser
 from .train_cli import add_predict_parser, add_train_parser
@@ -76,7 +77,8 @@ def format_prepare_summary(meta: dict, out: Path) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="optfusion-lab",
-        description="Learned fusion (OptFusion) for deep CTR models: data, training and search.",
+        description="Learned fusion (OptFusion) for deep CTR models: data, training, search "
+        "and the notebook course.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -85,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_parser(sub)
     add_search_parser(sub)
     add_retrain_parser(sub)
+    add_course_parser(sub)
+    add_sweep_parser(sub)
     return parser
 
 

@@ -34,7 +34,9 @@ MARKER = ".optfusion-lab-output.json"  # the file that names an output folder's 
 PREPARED_DATA = "prepared-data"  # optfusion-lab prepare: meta.json, vocab.parquet, X_/y_ arrays
 TRAINING_RUN = "training-run"  # optfusion-lab train and retrain: model.pt, result.json, ...
 SEARCH_RUN = "search-run"  # optfusion-lab search: genotype.json, supernet.pt, result.json, ...
-OUTPUT_KINDS = (PREPARED_DATA, TRAINING_RUN, SEARCH_RUN)
+COURSE_RUN = "course-run"  # optfusion-lab course: executed notebooks, HTML pages, index.html
+SWEEP_RUN = "sweep-run"  # optfusion-lab sweep: an executed notebook per grid point, results.csv
+OUTPUT_KINDS = (PREPARED_DATA, TRAINING_RUN, SEARCH_RUN, COURSE_RUN, SWEEP_RUN)
 
 _SCRATCH = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)$")  # see scratch_path
 

@@ -15,7 +15,8 @@ def pyproject() -> dict:
 
 def test_environment_yml_names_the_same_packages_and_pins():
     project = pyproject()["project"]
-    wanted = set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])
+    extras = project["optional-dependencies"]
+    wanted = set(project["dependencies"]) | set(extras["dev"]) | set(extras["notebooks"])
     env = yaml.safe_load((REPO / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     conda = [d for d in env["dependencies"] if isinstance(d, str)]
@@ -29,10 +30,10 @@ def test_torch_is_pinned_exactly():
     assert [d for d in deps if d.startswith("torch")] == ["torch==2.13.0"]
 
 
-def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
+def test_readme_opens_with_the_three_commands_and_ci_runs_the_test_one():
     readme = (REPO / "README.md").read_text()
     block = re.search(r"```(?:bash|sh|shell)?\n(.*?)```", readme, re.S).group(1)
     commands = [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
-    assert commands == ["make run", "make test"]
+    assert commands == ["make run", "make test", "make lab"]
     ci = (REPO / ".ci" / "run").read_text()
     assert "make test" in ci and "OPTFUSION_REAL_SAMPLES" in ci
