@@ -30,8 +30,9 @@ algorithm. Where we differ from the reference: batches are reshuffled every epoc
 derived models prune dead nodes (see :mod:`optfusion_lab.models.supernet`).
 
 :class:`ArchitectureHistory` records alpha and the operation weights every ``history_every``
-steps, at every phase start and at every epoch end as a tidy frame, and passes each new snapshot
-to listeners, so a notebook can plot the search live without touching the loop.
+steps, at every phase start and at every epoch end as a tidy frame, and sends each new snapshot
+to the callbacks' ``on_architecture`` event (one stream with the step and epoch events, see
+:mod:`optfusion_lab.train.events`), so a notebook can plot the search live.
 
 Genotype stability over seeds (:func:`search_seeds`, :func:`stability_summary`): per candidate
 edge, the share of seeds in which it is active and live; per fusion node, the share of seeds in
@@ -63,8 +64,11 @@ from .names import ALGORITHMS
 from .train import HISTORY_COLUMNS as EPOCH_COLUMNS
 from .train import (
     Callback,
+    EpochLog,
+    EventStream,
     FitResult,
     JointOptimizer,
+    SeedsResult,
     TrainConfig,
     TrainState,
     autocast,
@@ -133,12 +137,15 @@ class ArchitectureHistory(Callback):
     Call :meth:`start_phase` before each phase's :func:`fit`: it records the exact starting
     architecture (``when="start"``). ``step`` counts optimizer steps since the search began
     (across phases, so a plot over steps shows the whole search); ``epoch`` is the epoch within
-    its phase. ``listeners`` are called with each new snapshot (a tidy DataFrame).
+    its phase. Each new snapshot (a tidy DataFrame) goes to the ``on_architecture`` event of
+    ``stream``'s callbacks.
     """
 
-    def __init__(self, every: int, listeners: Sequence[Callable[[pd.DataFrame], None]] = ()):
+    essential = True  # the search's own record: its failure is the search's failure
+
+    def __init__(self, every: int, stream: EventStream | None = None):
         self.every = every
-        self.listeners = tuple(listeners)
+        self.stream = stream if stream is not None else EventStream()
         self.rows: list[dict] = []
         self.phase = ""
         self.offset = 0  # steps taken by the phases before this one
@@ -147,10 +154,8 @@ class ArchitectureHistory(Callback):
     def record(self, net: FusionNetwork, step: int, epoch: int, when: str) -> None:
         rows = architecture_rows(net, self.phase, step, epoch, when)
         self.rows += rows
-        if self.listeners:
-            snapshot = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
-            for listener in self.listeners:
-                listener(snapshot)
+        if self.stream.listens("on_architecture"):
+            self.stream.emit("on_architecture", pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)))
 
     def start_phase(self, net: FusionNetwork, phase: str) -> None:
         self.phase, self.offset = phase, self.steps
@@ -200,6 +205,8 @@ class BilevelArchitectureStep(Callback):
     (and :func:`fit` zeroes them before its next step anyway). Under torch.distributed every
     rank draws the same validation batches, so the architecture stays identical across ranks.
     """
+
+    essential = True  # a step of the algorithm, not a monitor
 
     def __init__(
         self, valid_loader: BatchLoader, arch_optimizer: torch.optim.Optimizer, amp: bool = False
@@ -337,65 +344,78 @@ def build_supernet(
 
 def search(
     data: PreparedData,
-    supernet_cfg: SupernetConfig,
+    supernet: SupernetConfig | FusionNetwork,
     train_cfg: TrainConfig,
     search_cfg: SearchConfig = SearchConfig(),  # noqa: B008 (frozen dataclass)
-    callbacks: Sequence[Callback] = (),
+    callbacks: EventStream | Sequence[Callback] = (),
     listeners: Sequence[Callable[[pd.DataFrame], None]] = (),
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     fingerprint: dict | None = None,
+    *,
+    live_dir: str | Path | None = None,
 ) -> SearchResult:
     """Run ``search_cfg.algorithm`` on ``data``; return the best epoch's supernet and genotype.
 
+    ``result = search(data, SupernetConfig(embed_dim=4), TrainConfig(epochs=2))``
+
+    ``supernet`` is a :class:`SupernetConfig` (the supernet is built here, seeded with
+    ``train_cfg.seed``; a fixed ``search_cfg.design`` gives fixed edges) or a pre-built
+    :class:`FusionNetwork` (searched as it is, e.g. with a changed initialisation).
+
     ``callbacks`` see every step and epoch of every phase (as in :func:`~optfusion_lab.train.fit`;
-    ``state.step`` starts again at 1 in each phase); ``listeners`` receive every new
-    alpha/operation-weight snapshot (for live plots). A stop requested by a callback
+    ``state.step`` starts again at 1 in each phase, ``state.phase`` names it) and every new
+    alpha/operation-weight snapshot (``on_architecture``); ``listeners`` are plain functions
+    that receive those snapshots too (for live plots). A stop requested by a callback
     (``state.request_stop()`` or ``StopTraining``) or Ctrl-C ends the current phase as in
     :func:`~optfusion_lab.train.fit` and starts no further phase; ``result.stopped`` says so.
 
     With ``checkpoint_dir`` every phase checkpoints after each epoch (``checkpoint.pt``, or
     ``checkpoint-<phase>.pt`` for the two phases of ``sequential``); ``resume`` continues from
     them (finished phases are reloaded, not rerun), and ``fingerprint`` guards against resuming
-    with other data or options (see :func:`optfusion_lab.train.fit`).
+    with other data or options (see :func:`optfusion_lab.train.fit`). With ``live_dir``,
+    ``epochs.csv`` and ``history.csv`` (see :func:`write_search_run`) are rewritten there after
+    every epoch, so a monitor in another process can follow the search.
     """
     started = time.perf_counter()
-    if checkpoint_dir is not None:
-        claim_output_folder(checkpoint_dir, SEARCH_RUN)
+    for folder in {checkpoint_dir, live_dir} - {None}:
+        claim_output_folder(folder, SEARCH_RUN)
     seed_everything(train_cfg.seed)
-    net = build_supernet(data, supernet_cfg, search_cfg.design)
+    if isinstance(supernet, FusionNetwork):
+        if search_cfg.design is not None and supernet.mode != "fixed-edges":
+            raise ValueError(f"design {search_cfg.design!r} asks for fixed edges, but the given "
+                             f"network is in {supernet.mode!r} mode")
+        net = supernet
+    else:
+        net = build_supernet(data, supernet, search_cfg.design)
     plan = search_phases(net, search_cfg.algorithm)
-    history = ArchitectureHistory(search_cfg.history_every, listeners)
+    stream = EventStream.of(callbacks)
+    history = ArchitectureHistory(search_cfg.history_every, stream)
+    own = [history, *(ArchitectureListener(f) for f in listeners)]
+    files = SearchFiles(Path(live_dir), history) if live_dir is not None else None
     phases: dict[str, FitResult] = {}
-    for phase in plan:
-        arch_optimizer = torch.optim.Adam(
-            [{"name": "architecture", "params": list(phase.learned), "lr": search_cfg.arch_lr,
-              "weight_decay": 0.0}]
-        )
-        weight_optimizer = make_optimizer(net, train_cfg, net.weight_parameters())
-        if search_cfg.algorithm == "bilevel":
-            step = BilevelArchitectureStep(validation_loader(data, train_cfg), arch_optimizer,
-                                           train_cfg.amp)
-            optimizer, steps = weight_optimizer, [step]
-        else:
-            optimizer, steps = JointOptimizer(weight_optimizer, arch_optimizer), []
-        learned = {id(p) for p in phase.learned}
-        resting = [p for p in net.arch_parameters() if id(p) not in learned]
-        net.fix_operation(phase.fixed_operation)
-        history.start_phase(net, phase.name)
-        checkpoint = None
-        if checkpoint_dir is not None:
-            name = "checkpoint.pt" if len(plan) == 1 else f"checkpoint-{phase.name}.pt"
-            checkpoint = Path(checkpoint_dir) / name
-        try:
-            with _frozen(resting):  # in no optimizer: no gradient is even computed
-                result = fit(net, data, train_cfg, [*steps, history, *callbacks], optimizer,
-                             checkpoint=checkpoint, resume=resume, fingerprint=fingerprint)
-        finally:
-            net.fix_operation(None)
-        phases[phase.name] = result
-        if result.stopped:  # a callback's request or Ctrl-C ends every phase
-            break
+    with stream.first(*own, *([files] if files is not None else [])):
+        for phase in plan:
+            optimizer, steps = phase_optimizers(net, phase, data, train_cfg, search_cfg)
+            checkpoint = None
+            if checkpoint_dir is not None:
+                name = "checkpoint.pt" if len(plan) == 1 else f"checkpoint-{phase.name}.pt"
+                checkpoint = Path(checkpoint_dir) / name
+            learned = {id(p) for p in phase.learned}
+            resting = [p for p in net.arch_parameters() if id(p) not in learned]
+            net.fix_operation(phase.fixed_operation)
+            history.start_phase(net, phase.name)
+            try:
+                with _frozen(resting), stream.first(*steps):  # frozen: in no optimizer
+                    result = fit(net, data, train_cfg, stream, optimizer, checkpoint, resume,
+                                 fingerprint, phase=phase.name)
+            finally:
+                net.fix_operation(None)
+            phases[phase.name] = result
+            if files is not None:
+                files.finish(result.history.assign(phase=phase.name, seed=train_cfg.seed))
+            if result.stopped:  # a callback's request or Ctrl-C ends every phase
+                break
     return SearchResult(
         network=net,
         genotype=net.genotype(),
@@ -405,6 +425,53 @@ def search(
         algorithm=search_cfg.algorithm,
         phases=phases,
     )
+
+
+def phase_optimizers(
+    net: FusionNetwork, phase: SearchPhase, data: PreparedData, train_cfg: TrainConfig,
+    search_cfg: SearchConfig,
+) -> tuple[torch.optim.Optimizer | JointOptimizer, list[Callback]]:
+    """The optimizer :func:`fit` steps for ``phase``, and the callbacks that step the rest.
+
+    Weights: Adam with the embedding and network groups. Architecture (the parameters the phase
+    learns): Adam with ``arch_lr`` and no weight decay, stepped jointly with the weights
+    (one-shot, sequential), or on validation batches by :class:`BilevelArchitectureStep`.
+    """
+    arch_optimizer = torch.optim.Adam(
+        [{"name": "architecture", "params": list(phase.learned), "lr": search_cfg.arch_lr,
+          "weight_decay": 0.0}]
+    )
+    weight_optimizer = make_optimizer(net, train_cfg, net.weight_parameters())
+    if search_cfg.algorithm == "bilevel":
+        step = BilevelArchitectureStep(validation_loader(data, train_cfg), arch_optimizer,
+                                       train_cfg.amp)
+        return weight_optimizer, [step]
+    return JointOptimizer(weight_optimizer, arch_optimizer), []
+
+
+class ArchitectureListener(Callback):
+    """A plain function called with every architecture snapshot (``search(listeners=...)``)."""
+
+    def __init__(self, listener: Callable[[pd.DataFrame], None]):
+        self.listener = listener
+
+    def on_architecture(self, frame: pd.DataFrame) -> None:
+        self.listener(frame)
+
+
+class SearchFiles(EpochLog):
+    """``epochs.csv`` (every phase's epochs so far) and ``history.csv`` (the architecture
+    history so far) of a search run, rewritten atomically after every epoch."""
+
+    def __init__(self, out: Path, history: ArchitectureHistory):
+        super().__init__(out / "epochs.csv", ("phase", "seed", *EPOCH_COLUMNS))
+        self.history = history
+        self.architecture = out / "history.csv"
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        super().on_epoch_end(state)
+        frame = self.history.frame()
+        write_atomic(self.architecture, lambda p: frame.to_csv(p, index=False))
 
 
 # ---------------------------------------------------------------- seeds and stability
@@ -417,12 +484,15 @@ def search_seeds(
     search_cfg: SearchConfig,
     seeds: Sequence[int],
     *,
-    callbacks: Sequence[Callback] = (),
+    callbacks: EventStream | Sequence[Callback] = (),
     listeners: Sequence[Callable[[pd.DataFrame], None]] = (),
     on_result: Callable[[int, SearchResult], None] | None = None,
-) -> tuple[list[SearchResult], dict]:
+) -> tuple[list[SearchResult], dict | None]:
     """One :func:`search` per seed (``train_cfg.seed`` replaced by each); return the results, in
     seed order, and the :func:`stability_summary` of their genotypes.
+
+    ``results, stability = search_seeds(data, SupernetConfig(), TrainConfig(), SearchConfig(),
+    seeds=[0, 1, 2], on_result=lambda seed, result: print(seed, result.genotype))``
 
     Nothing is written: ``on_result(seed, result)`` runs after each seed (e.g. to write
     ``RUN_DIR/seed_<s>`` with :func:`write_search_run`, so finished seeds are on disk early).
@@ -436,10 +506,11 @@ def search_seeds(
         raise ValueError("search_seeds needs at least one seed")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {seeds}")
+    stream = EventStream.of(callbacks)  # one stream: a dropped monitor stays dropped
     results = []
     for seed in seeds:
         cfg = dataclasses.replace(train_cfg, seed=seed)
-        result = search(data, supernet_cfg, cfg, search_cfg, callbacks, listeners)
+        result = search(data, supernet_cfg, cfg, search_cfg, stream, listeners)
         if on_result is not None:
             on_result(seed, result)
         result.network.to("cpu")
@@ -581,8 +652,8 @@ def search_fingerprint(
 ) -> dict:
     """What a resumed search must share with its checkpoint: the data and every option that
     changes the result (progress bars, threads and the device may change). Plain JSON values."""
-    train = {k: v for k, v in asdict(train_cfg).items() if k not in ("progress", "threads",
-                                                                       "device")}
+    presentation = ("progress", "threads", "device", "log_every")  # change no result
+    train = {k: v for k, v in asdict(train_cfg).items() if k not in presentation}
     document = {
         "data_sha256": data.meta.get("source", {}).get("sha256"),
         "num_features": data.num_features,
@@ -630,34 +701,48 @@ def load_warm_start(run_dir: str | Path, data: PreparedData) -> dict:
 
 def retrain(
     data: PreparedData,
-    genotype: Genotype,
+    genotype: Genotype | SearchResult,
     train_cfg: TrainConfig,
     seeds: Sequence[int],
     *,
     selection: str = "hard",
-    warm_start: dict | None = None,
+    warm_start: dict | bool | None = None,
     out_dir: str | Path | None = None,
-    callbacks: Sequence[Callback] = (),
+    callbacks: EventStream | Sequence[Callback] = (),
     metadata: dict | None = None,
-):
-    """Train the derived model of ``genotype`` once per seed; return (per-seed frame, summary).
+) -> SeedsResult:
+    """Train the derived model of ``genotype`` once per seed; return a
+    :class:`~optfusion_lab.train.SeedsResult` (the trained models, each seed's per-epoch
+    history, the per-seed frame and the summary).
 
-    ``warm_start`` (a supernet state dict, see :func:`load_warm_start`) starts every seed from
-    the supernet's weights cut down to the derived model (the reference default); without it
-    the model starts from scratch. Which one ran is recorded in result.json (``init``).
+    ``run = retrain(data, search_result, TrainConfig(epochs=3), seeds=[0, 1], warm_start=True)``
+
+    ``genotype`` is a :class:`Genotype` or a :class:`SearchResult` (its genotype is used).
+    ``warm_start`` starts every seed from a supernet's weights cut down to the derived model
+    (the reference default): a supernet state dict (see :func:`load_warm_start`), or True for
+    the weights of the given SearchResult's supernet; without it the model starts from scratch.
+    Which one ran is recorded in result.json (``init``). A stop ends the run as in
+    :func:`~optfusion_lab.train.fit_seeds`.
     """
+    if isinstance(genotype, SearchResult):
+        searched, genotype = genotype, genotype.genotype
+        if warm_start is True:
+            warm_start = {k: v.detach().cpu() for k, v in searched.network.state_dict().items()}
+    elif warm_start is True:
+        raise ValueError("warm_start=True takes the weights of a SearchResult; with a Genotype, "
+                         "pass the supernet's state dict (load_warm_start)")
+    warm = warm_start or None
 
     def build() -> FusionNetwork:
         model = FusionNetwork.from_genotype(genotype, data.num_features, data.num_fields,
                                             selection)
-        if warm_start is not None:
-            model.load_state_dict(supernet_state_for(model, warm_start))
+        if warm is not None:
+            model.load_state_dict(supernet_state_for(model, warm))
         return model
 
     description = {
         "model": f"optfusion-{selection}",
         "model_config": {"selection": selection, "genotype": genotype.to_dict()},
-        "init": "warm-start" if warm_start is not None else "scratch",
+        "init": "warm-start" if warm is not None else "scratch",
     }
-    return fit_seeds(build, description, data, dataclasses.replace(train_cfg), seeds, out_dir,
-                     callbacks, metadata)
+    return fit_seeds(build, description, data, train_cfg, seeds, out_dir, callbacks, metadata)

@@ -176,7 +176,7 @@ def _search_one(args, out: Path, data, supernet_cfg, train_cfg, search_cfg, meta
         return 0, Genotype.load(out / "genotype.json")
     try:
         result = search(data, supernet_cfg, train_cfg, search_cfg, checkpoint_dir=out,
-                        resume=args.resume, fingerprint=fingerprint)
+                        resume=args.resume, fingerprint=fingerprint, live_dir=out)
     except TrainingDivergedError as exc:
         print(f"optfusion-lab search: error: {exc}", file=sys.stderr)
         return 1, None
