@@ -11,7 +11,7 @@ On a synthetic Criteo-shaped dataset (39 fields; the project's generator, cached
      and the architecture optimizer on every batch, as the one-shot search does,
    - the supernet with ``att-lite`` (ATT with a rank-32 bottleneck, an option of ours) for ATT,
    - the supernet restricted to the cheap operations (ADD, PROD).
-2. Search cost: wall seconds of ``optfusion_lab.search.search`` (to the genotype, validation
+2. Search cost: wall seconds of ``optfusion_lab.search`` (to the genotype, validation
    included) against ``optfusion_lab.train.fit`` of the DCN for the same number of epochs (early
    stopping off, so every epoch runs), and the same for the cheap supernet.
 3. Parameter shares of the supernet: embedding, blocks, CONCAT and ATT operations, output, at the
@@ -44,9 +44,9 @@ from optfusion_lab.data import PrepareConfig, prepare
 from optfusion_lab.data.dataset import PreparedData
 from optfusion_lab.data.loader import BatchLoader
 from optfusion_lab.data.synthetic import generate, write
+from optfusion_lab.fusion_search import SearchConfig, search
 from optfusion_lab.models import ModelConfig, build_model
 from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig
-from optfusion_lab.search import SearchConfig, search
 from optfusion_lab.train import JointOptimizer, TrainConfig, fit, make_optimizer
 
 DATA_DIR = Path(__file__).resolve().parent / "_data"

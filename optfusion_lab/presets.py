@@ -132,7 +132,10 @@ PRESETS: dict[str, Preset] = {
 
 
 def get_preset(name: str) -> Preset:
-    """The preset called ``name``; a ValueError listing the valid names otherwise."""
+    """The preset called ``name``; a ValueError listing the valid names otherwise.
+
+    ``preset = get_preset("criteo")``
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
     return PRESETS[name]
@@ -267,7 +270,10 @@ SEARCH_PRESETS: dict[str, SearchPreset] = {
 
 
 def get_search_preset(name: str) -> SearchPreset:
-    """The search preset called ``name``; a ValueError listing the valid names otherwise."""
+    """The search preset called ``name``; a ValueError listing the valid names otherwise.
+
+    ``preset = get_search_preset("tiny")``
+    """
     if name not in SEARCH_PRESETS:
         raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(SEARCH_PRESETS)}")
     return SEARCH_PRESETS[name]

@@ -89,32 +89,28 @@ def add_retrain_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _train_config(base, args, lr_l2: tuple[float, float]):
+def _train_config(base, args):
     """``base`` TrainConfig with the command line's choices applied."""
     import dataclasses
 
-    lr = args.lr if args.lr is not None else lr_l2[0]
-    l2 = args.l2 if args.l2 is not None else lr_l2[1]
-    changes = {"epochs": args.epochs, "batch_size": args.batch_size, "threads": args.threads}
+    changes = {"epochs": args.epochs, "batch_size": args.batch_size, "threads": args.threads,
+               "lr_emb": args.lr, "lr_nn": args.lr, "l2_emb": args.l2, "l2_nn": args.l2}
     return dataclasses.replace(
         base,
         **{k: v for k, v in changes.items() if v is not None},
-        lr_emb=lr, lr_nn=lr, l2_emb=l2, l2_nn=l2,
         device=args.device, amp=args.amp, shuffle=not args.no_shuffle,
         progress=not args.no_progress,
     )
 
 
 def run_search(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from .data.dataset import PreparedData
     from .distributed import init_from_env, is_main_process
-    from .io import SEARCH_RUN, claim_output_folder
+    from .fusion_search import SearchConfig, search_run, search_seeds
+    from .models.genotype import Genotype
     from .models.supernet import SupernetConfig
     from .presets import check_preset_fits, default_preset_name, get_search_preset
-    from .search import SearchConfig, stability_summary, write_stability
-    from .train import TrainConfig, resolve_device
+    from .train import TrainConfig, TrainingDivergedError, resolve_device
 
     data = PreparedData.open(args.data)
     name = args.preset or default_preset_name(data.meta)
@@ -128,74 +124,62 @@ def run_search(args: argparse.Namespace) -> int:
         operations=operations,
         alpha_init=args.alpha_init,
     )
-    base = TrainConfig(batch_size=preset.batch_size, epochs=preset.epochs, seed=args.seed)
-    train_cfg = _train_config(base, args, (preset.lr, preset.l2))
+    base = TrainConfig(batch_size=preset.batch_size, epochs=preset.epochs, seed=args.seed,
+                       lr_emb=preset.lr, lr_nn=preset.lr, l2_emb=preset.l2,
+                       l2_nn=preset.l2)
+    train_cfg = _train_config(base, args)
     search_cfg = SearchConfig(
         arch_lr=args.arch_lr if args.arch_lr is not None else preset.arch_lr,
         history_every=args.history_every,
         design=args.design,
         algorithm=args.algorithm,
     )
+    truth = Genotype.load(args.truth) if args.truth is not None else None
     resolve_device(train_cfg.device)
     init_from_env()  # under torchrun: join the process group (one process per GPU)
     metadata = {"preset": name, "arguments": _plain_arguments(args)}
-    if not args.seeds:
-        return _search_one(args, args.out, data, supernet_cfg, train_cfg, search_cfg, metadata)[0]
-    claim_output_folder(args.out, SEARCH_RUN)  # the seeds' runs and the stability summary
-    genotypes = []
-    for seed in args.seeds:
-        seed_cfg = dataclasses.replace(train_cfg, seed=seed)
-        code, genotype = _search_one(args, args.out / f"seed_{seed}", data, supernet_cfg,
-                                     seed_cfg, search_cfg, metadata)
-        if code != 0:
-            return code
-        genotypes.append(genotype)
-    if is_main_process():
-        stability = stability_summary(genotypes, list(args.seeds))
-        write_stability(args.out, stability)
-        print(f"stability over seeds {list(args.seeds)} -> {args.out}/stability.json")
+    show = is_main_process()
+    try:
+        if not args.seeds:
+            result = search_run(args.out, data, supernet_cfg, train_cfg, search_cfg,
+                                resume=args.resume, metadata=metadata, truth=truth)
+            return _report_search(args.out, result, search_cfg, show)
+        codes = []
+
+        def report(seed: int, result) -> None:
+            codes.append(_report_search(args.out / f"seed_{seed}", result, search_cfg, show))
+
+        _, stability = search_seeds(data, supernet_cfg, train_cfg, search_cfg, args.seeds,
+                                    on_result=report, out_dir=args.out, resume=args.resume,
+                                    metadata=metadata, truth=truth)
+    except TrainingDivergedError as exc:
+        print(f"optfusion-lab search: error: {exc}", file=sys.stderr)
+        return 1
+    if codes[-1] != 0:
+        return codes[-1]
+    if show and stability is not None:
+        print(f"stability over seeds {stability['seeds']} -> {args.out}/stability.json")
         print(stability["edges"].to_string(index=False, max_rows=60))
     return 0
 
 
-def _search_one(args, out: Path, data, supernet_cfg, train_cfg, search_cfg, metadata):
-    """One search into ``out`` (with checkpoints and --resume); (exit code, genotype)."""
-    from .distributed import is_main_process
-    from .models.genotype import Genotype
-    from .search import search, search_fingerprint, write_search_run
-    from .train import TrainingDivergedError
-
-    fingerprint = search_fingerprint(data, supernet_cfg, train_cfg, search_cfg)
-    if args.resume and (out / "result.json").is_file():
-        config = json.loads((out / "config.json").read_text())
-        if config.get("fingerprint") != fingerprint:
-            raise ValueError(f"{out}: this finished search used other data or options; "
-                             "drop --resume or choose another --out")
-        if is_main_process():
+def _report_search(out: Path, result, search_cfg, show: bool) -> int:
+    """Print what a search into ``out`` left; return the exit code (130 when it was stopped)."""
+    if result is None:
+        if show:
             print(f"{out}: the search finished already; nothing to resume")
-        return 0, Genotype.load(out / "genotype.json")
-    try:
-        result = search(data, supernet_cfg, train_cfg, search_cfg, checkpoint_dir=out,
-                        resume=args.resume, fingerprint=fingerprint, live_dir=out)
-    except TrainingDivergedError as exc:
-        print(f"optfusion-lab search: error: {exc}", file=sys.stderr)
-        return 1, None
+        return 0
     if result.stopped:
         print(f"optfusion-lab search: stopped ({result.stop_reason}); the checkpoint in {out} "
               "keeps every finished epoch: continue with --resume", file=sys.stderr)
-        return 130, None
-    if not is_main_process():
-        return 0, result.genotype
-    if args.truth is not None:
-        from .models.teacher import score_genotype
-
-        metadata = {**metadata, "score_against_truth": score_genotype(
-            result.genotype, Genotype.load(args.truth)).to_dict()}
-    write_search_run(out, result, data, supernet_cfg, train_cfg, search_cfg, metadata)
+        return 130
+    if not show:
+        return 0
     fit = result.fit
     print(result.genotype)
-    if args.truth is not None:
-        score = metadata["score_against_truth"]
+    document = json.loads((out / "result.json").read_text())
+    score = document.get("metadata", {}).get("score_against_truth")
+    if score is not None:
         print("against the truth: " + ", ".join(f"{k} {v:.3f}" for k, v in score.items()))
     resumed = ""
     if fit.resumed_from_epoch is not None:
@@ -203,40 +187,27 @@ def _search_one(args, out: Path, data, supernet_cfg, train_cfg, search_cfg, meta
     print(f"supernet ({search_cfg.algorithm}{resumed}): best valid AUC "
           f"{fit.best_valid_auc:.5f} (epoch {fit.best_epoch}), test AUC {fit.test_auc:.5f}, "
           f"LogLoss {fit.test_logloss:.5f}, {result.search_seconds:.1f} s -> {out}/")
-    return 0, result.genotype
-
-
-def _search_config_near(genotype_path: Path, warm_start: Path | None) -> dict | None:
-    for directory in (warm_start, genotype_path.parent):
-        if directory is not None and (directory / "config.json").is_file():
-            return json.loads((directory / "config.json").read_text())
-    return None
+    return 0
 
 
 def run_retrain(args: argparse.Namespace) -> int:
     from .data.dataset import PreparedData
     from .distributed import init_from_env, is_main_process
+    from .fusion_search import load_warm_start, retrain, retrain_defaults
     from .models.genotype import Genotype
-    from .presets import default_preset_name, get_search_preset
-    from .search import load_warm_start, retrain
-    from .train import TrainConfig, TrainingDivergedError, resolve_device
+    from .train import TrainingDivergedError, resolve_device
 
     data = PreparedData.open(args.data)
     genotype = Genotype.load(args.genotype)
     if genotype.num_fields != data.num_fields:
         raise ValueError(f"{args.genotype} was searched on data with {genotype.num_fields} "
                          f"fields; {args.data} has {data.num_fields}")
-    config = _search_config_near(args.genotype, args.warm_start)
+    search_dir = args.warm_start or args.genotype.parent  # the search run's config.json
+    base, preset_name, config = retrain_defaults(data, args.selection, search_dir)
     metadata = {"arguments": _plain_arguments(args)}
-    if config is not None:  # the search's training settings, e.g. batch size and epochs
-        base, preset_name = TrainConfig(**config["train"]), config.get("preset")
+    if config is not None:
         metadata["search_config"] = config
-    else:
-        base, preset_name = TrainConfig(), None
-    preset_name = preset_name or default_preset_name(data.meta)
-    preset = get_search_preset(preset_name)
-    lr_l2 = preset.retrain_hard if args.selection == "hard" else preset.retrain_soft
-    train_cfg = _train_config(base, args, lr_l2)
+    train_cfg = _train_config(base, args)
     warm = load_warm_start(args.warm_start, data) if args.warm_start is not None else None
     seeds = list(args.seeds) if args.seeds else list(DEFAULT_SEEDS)
     resolve_device(train_cfg.device)

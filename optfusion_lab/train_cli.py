@@ -179,7 +179,7 @@ def format_train_summary(model: str, dataset: str, preset: str, run, out: Path) 
     stopped = []
     if run.stopped:
         stopped = [f"stopped ({run.stop_reason}) in seed {run.seeds[-1]}: the summary covers "
-                   f"{len(seeds)} finished seed(s) of {len(run.requested_seeds)}"]  # fmt: skip
+                   f"{len(seeds)} finished seed(s) of {len(run.requested_seeds)}"]
     return "\n".join(
         [
             *stopped,
@@ -197,46 +197,16 @@ def format_train_summary(model: str, dataset: str, preset: str, run, out: Path) 
 
 def run_predict(args: argparse.Namespace) -> int:
     """Run ``predict`` from parsed arguments; return the exit code."""
-    import numpy as np
-    import pandas as pd
-
-    from optfusion_lab.data.dataset import PreparedData
-    from optfusion_lab.data.prepare import PrepareConfig, prepare
-    from optfusion_lab.io import check_output_file, scratch_dir, write_csv
-    from optfusion_lab.train import binary_metrics, load_run, predict_proba, resolve_device
+    from optfusion_lab.io import check_output_file, write_csv
+    from optfusion_lab.predict import predict_file
 
     out = check_output_file(args.out, "prediction file", _is_prediction_file)
-    device = resolve_device(args.device)
-    model, result = load_run(args.run, seed=args.seed, device=device)
-    data_dir = Path(result["data_dir"])
-    try:
-        train_data = PreparedData.open(data_dir)
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"the run's training data (its vocabulary) is gone: {exc}") from exc
-    if train_data.num_features != result["num_features"]:
-        raise ValueError(
-            f"{data_dir} now has {train_data.num_features} features but the run was trained "
-            f"with {result['num_features']}; the dataset was re-prepared since"
-        )
-    options = train_data.meta.get("options", {})
-    cfg = PrepareConfig(
-        dataset=result["dataset"],
-        threshold=options.get("threshold", 2),
-        drop_impression=options.get("drop_impression", False),
-    )  # on_bad_lines="error": every input row gets its prediction, in order
-    with scratch_dir(out) as scratch:
-        encoded_dir = scratch / "encoded"
-        prepare(args.input, encoded_dir, cfg, vocab_from=data_dir)
-        encoded = PreparedData.open(encoded_dir)
-        features, labels = encoded.arrays("all")
-        probs = predict_proba(model, features, args.batch_size, device)
-        frame = pd.DataFrame({"probability": probs})
-        if labels is not None:
-            frame["label"] = np.asarray(labels).astype(np.int64)
+    frame = predict_file(args.run, args.input, seed=args.seed, device=args.device,
+                         batch_size=args.batch_size, scratch_beside=out)
     write_csv(out, frame)
-    line = f"{len(frame):,} rows scored with {result['model']} ({args.run}) -> {out}"
-    if labels is not None and frame["label"].nunique() == 2:
-        metrics = binary_metrics(frame["label"].to_numpy(), probs)
+    line = f"{len(frame):,} rows scored with {frame.attrs['model']} ({args.run}) -> {out}"
+    if "metrics" in frame.attrs:
+        metrics = frame.attrs["metrics"]
         line += f" (AUC {metrics['auc']:.5f}, LogLoss {metrics['logloss']:.5f})"
     print(line)
     return 0

@@ -11,9 +11,9 @@ from conftest import DATA_SAMPLES
 
 from optfusion_lab.data import PrepareConfig, prepare
 from optfusion_lab.data.dataset import PreparedData
+from optfusion_lab.fusion_search import SearchConfig, search
 from optfusion_lab.models import ModelConfig, build_model
 from optfusion_lab.models.supernet import SupernetConfig
-from optfusion_lab.search import SearchConfig, search
 from optfusion_lab.train import (
     Callback,
     EventStream,

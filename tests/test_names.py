@@ -23,10 +23,10 @@ def test_names_module_imports_nothing_heavy():
 def test_every_registry_holds_exactly_the_names():
     from optfusion_lab.data.schemas import SCHEMAS
     from optfusion_lab.fusion import OPERATION_CLASSES, OPERATIONS
+    from optfusion_lab.fusion_search import SearchConfig
     from optfusion_lab.models import MODELS
     from optfusion_lab.models.genotype import DESIGNS
     from optfusion_lab.presets import PRESETS, SEARCH_PRESETS
-    from optfusion_lab.search import SearchConfig
 
     assert tuple(SCHEMAS) == names.DATASETS
     assert tuple(MODELS) == names.MODELS

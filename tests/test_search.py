@@ -14,11 +14,7 @@ from optfusion_lab.cli import main
 from optfusion_lab.data import PrepareConfig, prepare
 from optfusion_lab.data.dataset import PreparedData
 from optfusion_lab.data.teacher import TEACHER_SAMPLE
-from optfusion_lab.models import ModelConfig
-from optfusion_lab.models.genotype import Genotype
-from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig
-from optfusion_lab.models.teacher import score_genotype, teacher_split_auc
-from optfusion_lab.search import (
+from optfusion_lab.fusion_search import (
     HISTORY_COLUMNS,
     SearchConfig,
     load_warm_start,
@@ -26,6 +22,10 @@ from optfusion_lab.search import (
     search,
     write_search_run,
 )
+from optfusion_lab.models import ModelConfig
+from optfusion_lab.models.genotype import Genotype
+from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig
+from optfusion_lab.models.teacher import score_genotype, teacher_split_auc
 from optfusion_lab.train import TrainConfig, run_seeds
 
 SUPERNET = SupernetConfig(embed_dim=4)
@@ -129,7 +129,7 @@ def test_search_and_retrain_commands(teacher, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert code == 0 and "Genotype v1" in printed and "against the truth: edge_agreement" in printed
     config = json.loads((run / "config.json").read_text())
-    assert config["preset"] == "tiny" and config["supernet"]["embed_dim"] == 4
+    assert config["preset"] == "tiny" and config["model_config"]["embed_dim"] == 4
     result = json.loads((run / "result.json").read_text())
     assert result["model"] == "optfusion-supernet" and "search_seconds" in result
     assert set(result["metadata"]["score_against_truth"]) >= {"edge_agreement", "edge_recall"}

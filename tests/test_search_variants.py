@@ -13,13 +13,10 @@ import pandas as pd
 import pytest
 import torch
 
-from optfusion_lab import search as search_module
+from optfusion_lab import fusion_search as search_module
 from optfusion_lab.data.dataset import PreparedData
 from optfusion_lab.data.loader import BatchLoader
-from optfusion_lab.models.genotype import FusionGraph, Genotype
-from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig
-from optfusion_lab.names import ALGORITHMS
-from optfusion_lab.search import (
+from optfusion_lab.fusion_search import (
     HISTORY_COLUMNS,
     BilevelArchitectureStep,
     SearchConfig,
@@ -31,6 +28,9 @@ from optfusion_lab.search import (
     write_search_run,
     write_stability,
 )
+from optfusion_lab.models.genotype import FusionGraph, Genotype
+from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig
+from optfusion_lab.names import ALGORITHMS
 from optfusion_lab.train import Callback, TrainConfig, seed_everything
 
 SUPERNET = SupernetConfig(embed_dim=4, num_layers=1)

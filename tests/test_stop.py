@@ -10,9 +10,9 @@ from conftest import DATA_SAMPLES
 
 from optfusion_lab.data import PrepareConfig, prepare
 from optfusion_lab.data.dataset import PreparedData
+from optfusion_lab.fusion_search import SearchConfig, retrain, search, search_seeds
 from optfusion_lab.models import ModelConfig, build_model
 from optfusion_lab.models.supernet import SupernetConfig
-from optfusion_lab.search import SearchConfig, retrain, search, search_seeds
 from optfusion_lab.train import Callback, StopTraining, TrainConfig, fit, fit_seeds, run_seeds
 
 CFG = TrainConfig(epochs=3, patience=5, batch_size=512, device="cpu", progress=False, threads=1)
@@ -114,7 +114,7 @@ def test_a_stop_ends_every_phase_of_a_search_and_every_further_seed(data):
     seen = []
     results, stability = search_seeds(data, SUPERNET, one_epoch, SearchConfig(history_every=5),
                                       [1, 2, 3], callbacks=[StopAt(epoch=1, call=2)],
-                                      on_result=lambda s, r: seen.append(s))  # fmt: skip
+                                      on_result=lambda s, r: seen.append(s))
     assert seen == [1, 2] and [r.stopped for r in results] == [False, True]
     assert stability["seeds"] == [1] and stability["seeds_requested"] == [1, 2, 3]
 
@@ -126,5 +126,5 @@ def test_a_stop_ends_every_phase_of_a_search_and_every_further_seed(data):
 def test_fit_seeds_with_a_stopped_first_seed_has_an_empty_summary(data):
     build = lambda: model(data)  # noqa: E731
     run = fit_seeds(build, {"model": "dcn", "model_config": {}}, data, CFG, [0, 1],
-                    callbacks=[StopAt(epoch=1)])  # fmt: skip
+                    callbacks=[StopAt(epoch=1)])
     assert run.seeds == [0] and run.summary["test_auc"]["per_seed"] == []

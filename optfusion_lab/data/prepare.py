@@ -264,6 +264,8 @@ def prepare(
 ) -> dict:
     """Prepare ``input_path`` into the dataset directory ``out``; return its meta.json content.
 
+    ``meta = prepare("criteo_sample.txt.gz", "runs/data/criteo", PrepareConfig("criteo"))``
+
     With ``vocab_from`` (a prepared dataset directory), the file is encoded with that dataset's
     vocabulary and written unsplit, in file order, as the single split ``all``; it may be
     unlabelled (e.g. Criteo's test file).

@@ -27,7 +27,10 @@ MODELS: dict[str, type[nn.Module]] = {
 
 
 def build_model(name: str, num_features: int, num_fields: int, cfg: ModelConfig) -> nn.Module:
-    """Build the baseline called ``name``; raise ValueError listing the valid names otherwise."""
+    """Build the baseline called ``name``; raise ValueError listing the valid names otherwise.
+
+    ``model = build_model("dcn", data.num_features, data.num_fields, ModelConfig(embed_dim=8))``
+    """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
     return MODELS[name](num_features, num_fields, cfg)

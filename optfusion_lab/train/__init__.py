@@ -8,6 +8,8 @@ One module per concern, each short enough to read at once:
 - :mod:`.config`: :class:`TrainConfig` (one frozen dataclass);
 - :mod:`.optim`: Adam with an embedding group and a network group; :class:`JointOptimizer`;
 - :mod:`.metrics`: :func:`predict_proba`, :func:`evaluate` (AUC and LogLoss, scikit-learn);
+- :mod:`.run_config`: :class:`RunConfig`, the one source of config.json, the resume
+  fingerprint and result.json's header;
 - :mod:`.checkpoint`: seeds, RNG states, atomic checkpoints and their fingerprint;
 - :mod:`.device`: :func:`resolve_device`, bf16 autocast;
 - :mod:`.runs`: :func:`fit_seeds` / :func:`run_seeds` (one fit per seed, summarised as mean and
@@ -42,8 +44,8 @@ from .optim import (
     make_optimizer,
     param_groups,
 )
+from .run_config import PRESENTATION_FIELDS, RESULT_FORMAT_VERSION, RunConfig
 from .runs import (
-    RESULT_FORMAT_VERSION,
     EpochLog,
     SeedsResult,
     build_run_model,
@@ -63,6 +65,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "DEVICES",
     "HISTORY_COLUMNS",
+    "PRESENTATION_FIELDS",
     "RESULT_FORMAT_VERSION",
     "SUMMARY_METRICS",
     "Callback",
@@ -71,6 +74,7 @@ __all__ = [
     "FitResult",
     "JointOptimizer",
     "LoopState",
+    "RunConfig",
     "Optimizer",
     "SeedsResult",
     "StopTraining",

@@ -26,6 +26,8 @@ def predict_proba(
 ) -> np.ndarray:
     """Click probabilities (n,) float64 of ``features`` (n, F), in eval mode, in batches.
 
+    ``probs = predict_proba(model, data.arrays("test")[0])``
+
     ``device`` defaults to the device of the model's parameters. The model's train/eval mode is
     restored afterwards.
     """
@@ -68,7 +70,10 @@ def evaluate(
     device: str | torch.device | None = None,
     amp: bool = False,
 ) -> dict[str, float]:
-    """``{"auc", "logloss"}`` of ``model`` on one split (no_grad, eval mode)."""
+    """``{"auc", "logloss"}`` of ``model`` on one split (no_grad, eval mode).
+
+    ``metrics = evaluate(model, *data.arrays("valid"))``
+    """
     return binary_metrics(labels, predict_proba(model, features, batch_size, device, amp))
 
 

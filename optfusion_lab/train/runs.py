@@ -34,8 +34,7 @@ from .checkpoint import seed_everything
 from .config import HISTORY_COLUMNS, SUMMARY_METRICS, TrainConfig
 from .events import Callback, EventStream, TrainState
 from .loop import FitResult, fit
-
-RESULT_FORMAT_VERSION = 1
+from .run_config import RunConfig
 
 
 def summarize(values: Sequence[float]) -> dict:
@@ -126,7 +125,7 @@ def fit_seeds(
 ) -> SeedsResult:
     """Build a model with ``build()`` and fit it once per seed; return a :class:`SeedsResult`.
 
-    ``run = fit_seeds(lambda: build_model("dnn", F_total, F, cfg), {"model": "dnn",
+    ``run = fit_seeds(lambda: MyModel(data.num_features, data.num_fields), {"model": "mine",
     "model_config": {}}, data, TrainConfig(), seeds=[0, 1])``
 
     For each seed ``s``: every RNG is seeded with ``s``, a fresh model is built, and
@@ -165,8 +164,10 @@ def fit_seeds(
     ran = seeds[: len(results)]
     frame, summary = summarize_seeds(ran, results)
     if out is not None:
-        write_run(out, ran, results, description, data, train_cfg, metadata,
-                  requested_seeds=seeds)
+        details = {k: v for k, v in description.items() if k not in ("model", "model_config")}
+        run_cfg = RunConfig.of(data, description["model"], description["model_config"], train_cfg,
+                               preset=(metadata or {}).get("preset"), **details)
+        write_run(out, ran, results, run_cfg, metadata, requested_seeds=seeds)
     return SeedsResult(ran, seeds, models, results, frame, summary)
 
 
@@ -214,20 +215,19 @@ def write_run(
     out: Path,
     seeds: Sequence[int],
     results: Sequence[FitResult],
-    description: Mapping,
-    data: PreparedData,
-    train_cfg: TrainConfig,
+    run_cfg: RunConfig,
     metadata: Mapping | None = None,
     history_name: str = "history.csv",
     requested_seeds: Sequence[int] | None = None,
 ) -> dict:
-    """Write the epoch history (``history_name``), seeds.csv and result.json of fitted seeds;
-    return the result document."""
+    """Write the epoch history (``history_name``), seeds.csv, config.json and result.json of
+    fitted seeds; return the result document."""
     frame, summary = summarize_seeds(seeds, results)
     history = seed_histories(seeds, results)
     write_atomic(out / history_name, lambda p: history.to_csv(p, index=False))
     write_atomic(out / "seeds.csv", lambda p: frame.to_csv(p, index=False))
-    document = result_document(description, data, train_cfg, seeds, frame, summary, metadata)
+    write_json(out / "config.json", run_cfg.to_dict())
+    document = result_document(run_cfg, seeds, frame, summary, metadata)
     finished = [s for s, r in zip(seeds, results, strict=True) if not r.stopped]
     stop_reason = next((r.stop_reason for r in results if r.stopped), "")
     requested = list(requested_seeds) if requested_seeds is not None else list(seeds)
@@ -241,28 +241,20 @@ def write_run(
 
 
 def result_document(
-    description: Mapping,
-    data: PreparedData,
-    train_cfg: TrainConfig,
+    run_cfg: RunConfig,
     seeds: Sequence[int],
     frame: pd.DataFrame,
     summary: Mapping[str, dict],
     metadata: Mapping | None = None,
 ) -> dict:
-    """The content of result.json (see :func:`fit_seeds`)."""
+    """The content of result.json (see :func:`fit_seeds`): the run configuration's header, then
+    the seeds' metrics."""
     import sklearn
 
     return {
-        "format_version": RESULT_FORMAT_VERSION,
-        **description,
-        "dataset": data.meta["dataset"],
-        "data_dir": str(Path(data.directory).resolve()),
-        "data_source_sha256": data.meta.get("source", {}).get("sha256"),
-        "num_fields": data.num_fields,
-        "num_features": data.num_features,
+        **run_cfg.header(),
         "seeds": list(seeds),
         "device": str(frame["device"].iloc[0]),
-        "train_config": asdict(train_cfg),
         "num_parameters": int(frame["num_parameters"].iloc[0]),
         "best_epoch": [int(e) for e in frame["best_epoch"]],
         **{metric: dict(summary[metric]) for metric in SUMMARY_METRICS},
@@ -314,6 +306,8 @@ def load_run(
     run_dir: str | Path, seed: int | None = None, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict]:
     """The trained model of a run directory (eval mode, on ``device``) and its result.json.
+
+    ``model, result = load_run("runs/train/criteo-dcn", seed=1)``
 
     ``seed`` None loads ``model.pt`` (the first seed); otherwise ``seed_<seed>/model.pt``.
     """

@@ -48,7 +48,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -68,6 +68,7 @@ from .train import (
     EventStream,
     FitResult,
     JointOptimizer,
+    RunConfig,
     SeedsResult,
     TrainConfig,
     TrainState,
@@ -486,47 +487,114 @@ def search_seeds(
     *,
     callbacks: EventStream | Sequence[Callback] = (),
     listeners: Sequence[Callable[[pd.DataFrame], None]] = (),
-    on_result: Callable[[int, SearchResult], None] | None = None,
-) -> tuple[list[SearchResult], dict | None]:
+    on_result: Callable[[int, SearchResult | None], None] | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    metadata: dict | None = None,
+    truth: Genotype | None = None,
+) -> tuple[list[SearchResult | None], dict | None]:
     """One :func:`search` per seed (``train_cfg.seed`` replaced by each); return the results, in
     seed order, and the :func:`stability_summary` of their genotypes.
 
     ``results, stability = search_seeds(data, SupernetConfig(), TrainConfig(), SearchConfig(),
     seeds=[0, 1, 2], on_result=lambda seed, result: print(seed, result.genotype))``
 
-    Nothing is written: ``on_result(seed, result)`` runs after each seed (e.g. to write
-    ``RUN_DIR/seed_<s>`` with :func:`write_search_run`, so finished seeds are on disk early).
-    Each supernet is then moved to the CPU, so the accelerator holds one supernet at a time.
-    A stopped search (see :func:`search`) is the last one: no further seed starts, and the
-    stability summary covers the finished seeds only (``seeds`` lists them; it is None when
-    none finished).
+    ``on_result(seed, result)`` runs after each seed. Without ``out_dir`` nothing is written;
+    with it, every seed is a :func:`search_run` into ``out_dir/seed_<s>`` (checkpoints,
+    ``resume``; a seed that had finished already gives None as its result) and the stability
+    summary is written to ``out_dir`` (:func:`write_stability`). Each supernet is moved to the
+    CPU after its seed, so the accelerator holds one supernet at a time. A stopped search (see
+    :func:`search`) is the last one: no further seed starts, and the stability summary covers
+    the finished seeds only (``seeds`` lists them; it is None when none finished).
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("search_seeds needs at least one seed")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {seeds}")
+    if out_dir is not None:
+        claim_output_folder(out_dir, SEARCH_RUN)  # the seeds' runs and the stability summary
     stream = EventStream.of(callbacks)  # one stream: a dropped monitor stays dropped
-    results = []
+    results, genotypes = [], {}
     for seed in seeds:
         cfg = dataclasses.replace(train_cfg, seed=seed)
-        result = search(data, supernet_cfg, cfg, search_cfg, stream, listeners)
+        if out_dir is None:
+            result = search(data, supernet_cfg, cfg, search_cfg, stream, listeners)
+        else:
+            seed_dir = Path(out_dir) / f"seed_{seed}"
+            result = search_run(seed_dir, data, supernet_cfg, cfg, search_cfg, resume=resume,
+                                metadata=metadata, truth=truth, callbacks=stream,
+                                listeners=listeners)
         if on_result is not None:
             on_result(seed, result)
-        result.network.to("cpu")
         results.append(result)
+        if result is None:  # finished in an earlier run
+            genotypes[seed] = Genotype.load(Path(out_dir) / f"seed_{seed}" / "genotype.json")
+            continue
+        result.network.to("cpu")
         if result.stopped:
             break
-    finished = [(s, r) for s, r in zip(seeds, results, strict=False) if not r.stopped]
-    if not finished:
+        genotypes[seed] = result.genotype
+    if not genotypes:
         return results, None
-    stability = stability_summary([r.genotype for _, r in finished], [s for s, _ in finished])
+    stability = stability_summary(list(genotypes.values()), list(genotypes))
+    if out_dir is not None:
+        write_stability(out_dir, stability)
     stability["seeds_requested"] = seeds
     return results, stability
 
 
+def search_run(
+    out_dir: str | Path,
+    data: PreparedData,
+    supernet_cfg: SupernetConfig,
+    train_cfg: TrainConfig,
+    search_cfg: SearchConfig = SearchConfig(),  # noqa: B008 (frozen dataclass)
+    *,
+    resume: bool = False,
+    metadata: dict | None = None,
+    truth: Genotype | None = None,
+    callbacks: EventStream | Sequence[Callback] = (),
+    listeners: Sequence[Callable[[pd.DataFrame], None]] = (),
+) -> SearchResult | None:
+    """One :func:`search` into the run directory ``out_dir`` (what ``optfusion-lab search``
+    does); return its result.
+
+    ``result = search_run("runs/search/teacher", data, SupernetConfig(), TrainConfig())``
+
+    A checkpoint is written after every epoch and ``epochs.csv``/``history.csv`` are rewritten
+    as the search goes; at the end :func:`write_search_run` writes the whole run directory.
+    ``resume=True`` continues from the checkpoints; on a run that finished already it changes
+    nothing and returns None (with other data or options it is a ValueError). A stopped search
+    writes no result files and keeps its checkpoint (continue with ``resume=True``). ``truth``
+    scores the genotype against a known one (``metadata["score_against_truth"]``).
+    """
+    out = Path(out_dir)
+    fingerprint = search_fingerprint(data, supernet_cfg, train_cfg, search_cfg)
+    if resume and (out / "result.json").is_file():
+        config = json.loads((out / "config.json").read_text())
+        if config.get("fingerprint") != fingerprint:
+            raise ValueError(f"{out}: this finished search used other data or options; "
+                             "drop --resume or choose another --out")
+        return None
+    result = search(data, supernet_cfg, train_cfg, search_cfg, callbacks, listeners,
+                    checkpoint_dir=out, resume=resume, fingerprint=fingerprint,
+                    live_dir=out)
+    if result.stopped:
+        return result
+    metadata = dict(metadata or {})
+    if truth is not None:
+        from .models.teacher import score_genotype
+
+        metadata["score_against_truth"] = score_genotype(result.genotype, truth).to_dict()
+    write_search_run(out, result, data, supernet_cfg, train_cfg, search_cfg, metadata)
+    return result
+
+
 def stability_summary(genotypes: Sequence[Genotype], seeds: Sequence[int] | None = None) -> dict:
     """How stable the derived architecture is over searches (e.g. one per seed).
+
+    ``stability = stability_summary([r.genotype for r in results], seeds=[0, 1, 2])``
 
     Returns ``{"num_genotypes", "seeds", "edges", "operations"}`` with two tidy frames:
 
@@ -611,26 +679,24 @@ def write_search_run(
     """Write a search run directory; return its result document (``metadata["preset"]``, if
     any, is also kept in config.json for retraining defaults).
 
+    ``write_search_run("runs/search/x", result, data, supernet_cfg, train_cfg, search_cfg)``
+
     ``genotype.json``, ``history.csv`` (tidy alpha/operation weights, ``HISTORY_COLUMNS``),
     ``epochs.csv`` (per-epoch metrics of every phase, with a ``phase`` column), ``config.json``
-    (every config, as ``asdict``: the algorithm is ``search.algorithm``), ``supernet.pt``
-    (best-epoch weights, alpha and beta, for warm starts) and ``result.json`` (the supernet's
-    metrics at the final phase's best epoch, in the shape of ``optfusion-lab train``'s result
-    file, plus ``algorithm``, per-phase metrics ``phases`` and search seconds).
+    (:meth:`RunConfig.to_dict`: every config as ``asdict``, the algorithm in ``search``, and the
+    resume fingerprint), ``supernet.pt`` (best-epoch weights, alpha and beta, for warm starts)
+    and ``result.json`` (the supernet's metrics at the final phase's best epoch, in the shape of
+    ``optfusion-lab train``'s result file, plus ``algorithm``, per-phase metrics ``phases`` and
+    search seconds).
     """
     out = claim_output_folder(out, SEARCH_RUN)
     result.genotype.save(out / "genotype.json")
     write_atomic(out / "history.csv", lambda p: result.history.to_csv(p, index=False))
     save_state_dict(result.network.state_dict(), out / "supernet.pt")
-    config = search_config_document(data, supernet_cfg, train_cfg, search_cfg)
-    config["preset"] = (metadata or {}).get("preset")
-    config["fingerprint"] = search_fingerprint(data, supernet_cfg, train_cfg, search_cfg)
-    write_json(out / "config.json", config)
-    description = {"model": "optfusion-supernet", "algorithm": result.algorithm,
-                   "model_config": config["supernet"],
-                   "search_config": config["search"]}
-    document = write_run(out, [train_cfg.seed], [result.fit], description, data, train_cfg,
-                         metadata, history_name="epochs.csv")
+    run_cfg = search_run_config(data, supernet_cfg, train_cfg, search_cfg,
+                                (metadata or {}).get("preset"))
+    document = write_run(out, [train_cfg.seed], [result.fit], run_cfg, metadata,
+                         history_name="epochs.csv")
     # write_run wrote the final phase's epochs; epochs.csv keeps every phase instead.
     phases = result.phases or {result.algorithm: result.fit}
     epochs = pd.concat(
@@ -647,44 +713,61 @@ def write_search_run(
     return document
 
 
+def search_run_config(
+    data: PreparedData, supernet_cfg: SupernetConfig, train_cfg: TrainConfig,
+    search_cfg: SearchConfig, preset: str | None = None,
+) -> RunConfig:
+    """The :class:`~optfusion_lab.train.RunConfig` of a search: config.json, its resume
+    fingerprint and result.json's header all come from it."""
+    return RunConfig.of(data, "optfusion-supernet", supernet_cfg, train_cfg, search=search_cfg,
+                        preset=preset, algorithm=search_cfg.algorithm)
+
+
 def search_fingerprint(
     data: PreparedData, supernet_cfg: SupernetConfig, train_cfg: TrainConfig, search_cfg
 ) -> dict:
-    """What a resumed search must share with its checkpoint: the data and every option that
-    changes the result (progress bars, threads and the device may change). Plain JSON values."""
-    presentation = ("progress", "threads", "device", "log_every")  # change no result
-    train = {k: v for k, v in asdict(train_cfg).items() if k not in presentation}
-    document = {
-        "data_sha256": data.meta.get("source", {}).get("sha256"),
-        "num_features": data.num_features,
-        "num_fields": data.num_fields,
-        "supernet": asdict(supernet_cfg),
-        "train": train,
-        "search": asdict(search_cfg),
-    }
-    return json.loads(json.dumps(document))
-
-
-def search_config_document(
-    data: PreparedData, supernet_cfg: SupernetConfig, train_cfg: TrainConfig, search_cfg
-) -> dict:
-    return {
-        "data_dir": str(Path(data.directory).resolve()),
-        "dataset": data.meta["dataset"],
-        "num_fields": data.num_fields,
-        "num_features": data.num_features,
-        "data_source_sha256": data.meta.get("source", {}).get("sha256"),
-        "supernet": asdict(supernet_cfg),
-        "train": asdict(train_cfg),
-        "search": asdict(search_cfg),
-    }
+    """What a resumed search must share with its checkpoint (see
+    :meth:`RunConfig.fingerprint`): the data and every option that changes the result."""
+    return search_run_config(data, supernet_cfg, train_cfg, search_cfg).fingerprint()
 
 
 # ---------------------------------------------------------------- retraining
 
 
+def retrain_defaults(
+    data: PreparedData, selection: str = "hard", search_dir: str | Path | None = None
+) -> tuple[TrainConfig, str, dict | None]:
+    """The retraining settings derived from a search run: (TrainConfig, preset name, the
+    search's config.json or None).
+
+    ``train_cfg, preset, _ = retrain_defaults(data, "hard", "runs/search/teacher")``
+
+    The search's own training settings (batch size, epochs, ...) when ``search_dir`` holds a
+    config.json, with the learning rate and L2 of its search preset for ``selection`` (hard or
+    soft: the reference's soft retraining uses tiny rates, as it warm-starts). Without a search
+    run: the defaults of TrainConfig and the data's dataset preset (else ``tiny``).
+    """
+    from .presets import default_preset_name, get_search_preset
+
+    config_path = Path(search_dir) / "config.json" if search_dir is not None else None
+    config = None
+    if config_path is not None and config_path.is_file():
+        config = json.loads(config_path.read_text())
+    base = TrainConfig()
+    if config is not None:  # the search's own settings (fields of other versions are dropped)
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        base = TrainConfig(**{k: v for k, v in config["train"].items() if k in known})
+    name = (config or {}).get("preset") or default_preset_name(data.meta)
+    preset = get_search_preset(name)
+    lr, l2 = preset.retrain_hard if selection == "hard" else preset.retrain_soft
+    return dataclasses.replace(base, lr_emb=lr, lr_nn=lr, l2_emb=l2, l2_nn=l2), name, config
+
+
 def load_warm_start(run_dir: str | Path, data: PreparedData) -> dict:
-    """The supernet weights of a search run, after checking they fit ``data``."""
+    """The supernet weights of a search run, after checking they fit ``data``.
+
+    ``run = retrain(data, genotype, cfg, [0], warm_start=load_warm_start("runs/search/x", data))``
+    """
     run_dir = Path(run_dir)
     config_path, weights = run_dir / "config.json", run_dir / "supernet.pt"
     if not config_path.is_file() or not weights.is_file():
