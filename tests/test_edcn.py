@@ -106,12 +106,12 @@ def test_regulation_gate_is_a_softmax_over_fields_with_temperature():
 
 @pytest.mark.parametrize("batch", [1, 7])
 def test_regulation_scales_each_field_by_its_gate(batch):
-    reg = FieldRegulation(F, D)
+    reg = FieldRegulation(F, D)  # without batch norm the gates are scaled by F
     h = torch.randn(batch, d)
-    torch.testing.assert_close(reg(h), h / F)  # gate_logits start equal: every gate is 1/F
+    torch.testing.assert_close(reg(h), h)  # gate_logits start equal: every gate is F * 1/F
     with torch.no_grad():
         reg.gate_logits.copy_(torch.tensor([0.0, 1.0, 2.0, 3.0]))
-    g = reg.gate()
+    g = F * reg.gate()
     expected = h.clone()
     for field in range(F):  # field f owns coordinates f*D .. f*D + D - 1 of the flat input
         expected[:, field * D : (field + 1) * D] *= g[field]
@@ -155,9 +155,10 @@ def test_edcn_structure_and_width():
         EDCN(NUM_FEATURES, F, dataclasses.replace(SMALL, cross_layers=0))
 
 
-def _edcn_by_hand(model: EDCN, ids: torch.Tensor, norm_scale: float = 1.0) -> torch.Tensor:
+def _edcn_by_hand(model: EDCN, ids: torch.Tensor, norm_scale: float) -> torch.Tensor:
     """The paper's forward pass, written from its equations; every regulated tower input is
-    multiplied by ``norm_scale`` (what a batch norm with fresh statistics does in eval mode)."""
+    multiplied by ``norm_scale``: F without batch norm (gates that start at 1), or what a batch
+    norm with fresh statistics does in eval mode."""
     e = model.embedding.table.weight[ids].reshape(len(ids), d)  # (B, F, D) -> (B, d)
 
     def regulate(reg: FieldRegulation, s: torch.Tensor) -> torch.Tensor:
@@ -186,7 +187,7 @@ def test_edcn_forward_matches_the_paper_equations(batch):
         for reg in [*model.cross_regulation, *model.deep_regulation]:
             reg.gate_logits.normal_()
     ids = _ids(batch)
-    torch.testing.assert_close(model(ids), _edcn_by_hand(model, ids))
+    torch.testing.assert_close(model(ids), _edcn_by_hand(model, ids, float(F)))
 
 
 def test_edcn_regulation_batch_norm_sits_after_every_gate():

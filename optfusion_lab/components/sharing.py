@@ -91,7 +91,10 @@ class FieldRegulation(nn.Module):
     """Field-wise gating of a flat input: field f is multiplied by ``g_f = softmax(w / tau)_f``.
 
     ``w`` (F,) starts at ones, so every field starts with the gate 1/F (the paper's
-    ``g = softmax(w / tau)``, initialised as in the authors' code). With ``batch_norm`` the gated
+    ``g = softmax(w / tau)``, initialised as in the authors' code). Without ``batch_norm`` the
+    gated input is multiplied by F (our choice): the gates then start at 1 and the tower input
+    keeps the embedding's scale; with the paper's sum-to-one gates alone the Hadamard bridge of
+    EDCN shrinks the signal so far that the model does not learn. With ``batch_norm`` the gated
     input is then standardised by *one* mean and variance over all its coordinates and the batch
     (a scalar batch norm, as in the authors' code): it rescales the whole tower input without
     undoing the relative gates of the fields (a per-coordinate batch norm would cancel them).
@@ -112,6 +115,7 @@ class FieldRegulation(nn.Module):
         self.tau = tau
         self.gate_logits = nn.Parameter(torch.ones(num_fields))  # w
         self.norm = nn.BatchNorm1d(1, momentum=None) if batch_norm else None
+        self.scale = 1.0 if batch_norm else float(num_fields)  # F without the norm (see above)
 
     def gate(self) -> torch.Tensor:
         """The field gates ``softmax(w / tau)``: (F,), positive, summing to 1."""
@@ -119,7 +123,8 @@ class FieldRegulation(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         fields = h.view(h.shape[0], self.num_fields, self.embed_dim)  # (B, d) -> (B, F, D)
-        gated = (fields * self.gate().view(1, -1, 1)).flatten(start_dim=1)  # (B, F, D) -> (B, d)
+        gate = self.scale * self.gate()  # (F,)
+        gated = (fields * gate.view(1, -1, 1)).flatten(start_dim=1)  # (B, F, D) -> (B, d)
         if self.norm is None:
             return gated
         return self.norm(gated.unsqueeze(1)).squeeze(1)  # (B, 1, d): one channel -> (B, d)

@@ -21,7 +21,7 @@ class ModelConfig:
     low_rank: int | None = None  # DCN-V2 rank r of W = U V^T; None means a full d x d matrix
     bridge: str = "hadamard"  # EDCN bridge: hadamard (the paper's default), add, concat, attention
     regulation_tau: float = 1.0  # EDCN temperature of the field gates softmax(w / tau)
-    regulation_batch_norm: bool = True  # EDCN scalar batch norm after each regulation (authors')
+    regulation_batch_norm: bool = True  # EDCN: scalar batch norm after each gate; False: gates x F
 
     def __post_init__(self) -> None:
         if self.embed_dim <= 0:
