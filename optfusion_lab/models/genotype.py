@@ -294,6 +294,13 @@ class Genotype:
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from exc
 
+    def _repr_html_(self) -> str:
+        """A notebook shows a genotype as its fusion-graph diagram (plotly.js embedded, so it
+        renders offline; see :func:`optfusion_lab.viz.fusion_diagram`)."""
+        from ..viz import diagram_html
+
+        return diagram_html(self)
+
     def __str__(self) -> str:
         live = set(self.live_edges())
         lines = [
