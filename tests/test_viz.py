@@ -86,6 +86,17 @@ def test_state_of_a_search_network_follows_its_alpha_and_operation_weights():
     assert viz.state_of(net).operation_of("OUT") == "add"
 
 
+def test_state_of_a_derived_model_shows_its_live_edges_and_operations():
+    g = genotype()
+    hard = FusionNetwork.from_genotype(g, 20, 3, selection="hard")
+    soft = FusionNetwork.from_genotype(g, 20, 3, selection="soft")
+    for net in (hard, soft):
+        state = viz.state_of(net)
+        assert state.live_edges == g.live_edges() and state.alpha is None
+        assert state.operation_of("OUT") == "concat" and state.operation_of("D1") is None
+    assert viz.state_of(soft).weights_of("C1") == pytest.approx(g.choice("C1").weights)
+
+
 # ---------------------------------------------------------------- diagram
 
 

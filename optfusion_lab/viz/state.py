@@ -126,9 +126,10 @@ class FusionState:
         return self.weights[self.graph.fusion_nodes.index(node)]
 
     def operation_of(self, node: str) -> str | None:
-        """The chosen operation of a fusion node: the first maximum of its weights."""
+        """The chosen operation of a fusion node: the first maximum of its weights (None when it
+        has none, e.g. a node a derived model removed)."""
         weights = self.weights_of(node)
-        if weights is None:
+        if weights is None or max(weights) <= 0:
             return None
         best = max(range(len(weights)), key=lambda i: (weights[i], -i))
         return self.operations[best]
