@@ -19,6 +19,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from ..io import write_atomic
 from .state import Edge, FusionState, state_of
 
 
@@ -150,8 +151,6 @@ def diagram_html(source) -> str:
 def write_html(figures: Mapping[str, go.Figure] | Sequence[go.Figure], path: str | Path,
                title: str = "optfusion-lab figures") -> Path:  # fmt: skip
     """Write :func:`html_page` of ``figures`` to ``path`` atomically; return the path."""
-    from ..train import write_atomic
-
     path = Path(path)
     page = html_page(figures, title)
     write_atomic(path, lambda p: p.write_text(page, encoding="utf-8"))
