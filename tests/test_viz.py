@@ -472,9 +472,9 @@ def test_one_call_per_figure_from_a_run_folder(tmp_path):
 def test_a_multi_seed_search_folder_gives_stability_and_per_seed_figures(tmp_path):
     run = tmp_path / "seeds"
     other = genotype(alpha=[0.5, 0.8, -0.2, 0.3, 0.4, -0.1, 0.6, 0.9, 0.5])
+    write_stability(run, stability_summary([genotype(), other], [0, 1]))  # claims the folder
     write_search_folder(run / "seed_0", genotype(), 0)
     write_search_folder(run / "seed_1", other, 1)
-    write_stability(run, stability_summary([genotype(), other], [0, 1]))
     view = viz.from_run(run)
     assert view.seeds == (0, 1)
     assert view.stability().data[0].meta["kind"] == "edge-stability"
