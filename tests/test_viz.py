@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from optfusion_lab import viz
+from optfusion_lab.fusion_search import HISTORY_COLUMNS, stability_summary, write_stability
 from optfusion_lab.models.genotype import DESIGNS, FusionGraph, Genotype
 from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig
-from optfusion_lab.search import HISTORY_COLUMNS, stability_summary, write_stability
 from optfusion_lab.viz.style import DIFFERENT, EDGE_FIXED, NODE_COLOURS
 
 # pydot's parser calls pyparsing names that pyparsing 3.3 deprecates; not ours to fix.
@@ -500,7 +500,7 @@ def test_a_run_without_a_genotype_is_drawn_from_its_history(tmp_path):
 @pytest.mark.slow
 def test_figures_of_a_real_sequential_search(tmp_path, teacher_dir):
     from optfusion_lab.data.dataset import PreparedData
-    from optfusion_lab.search import SearchConfig, search, write_search_run
+    from optfusion_lab.fusion_search import SearchConfig, search, write_search_run
     from optfusion_lab.train import TrainConfig
 
     data = PreparedData.open(teacher_dir)

@@ -1,10 +1,10 @@
 """Figures of a search's architecture history: alpha and the operation weights over steps.
 
-Both take the tidy frame of :class:`optfusion_lab.search.ArchitectureHistory` (``history.csv`` of
-a search run: phase, step, epoch, when, kind, node, input, operation, value) and draw one panel per
-destination / fusion node. The phases of a sequential search are shaded and named. Each trace
-carries ``meta`` (``kind``: ``alpha``, ``crossings``, ``weight``, ``final-choice``), which tests
-and callers can rely on.
+Both take the tidy frame of :class:`optfusion_lab.fusion_search.ArchitectureHistory`
+(``history.csv`` of a search run: phase, step, epoch, when, kind, node, input, operation, value)
+and draw one panel per destination / fusion node. The phases of a sequential search are shaded
+and named. Each trace carries ``meta`` (``kind``: ``alpha``, ``crossings``, ``weight``,
+``final-choice``), which tests and callers can rely on.
 """
 
 from __future__ import annotations

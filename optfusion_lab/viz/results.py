@@ -1,7 +1,7 @@
 """Figures over seeds and epochs: genotype stability, results with error bars, training curves.
 
 - :func:`stability_figure` reads a stability summary (``stability.json`` of ``optfusion-lab search
-  --seeds``, or :func:`optfusion_lab.search.stability_summary`'s dict).
+  --seeds``, or :func:`optfusion_lab.fusion_search.stability_summary`'s dict).
 - :func:`results_figure` draws one metric per model as mean +- sample std over seeds, with every
   seed as a dot; it reads ``result.json`` documents (of ``train``, ``retrain`` or ``search``),
   their run directories, or a tidy frame.
@@ -44,7 +44,7 @@ def metric_label(metric: str) -> str:
 
 def load_stability(source) -> dict:
     """A stability document: a path to ``stability.json`` (or its run directory), the JSON dict,
-    or :func:`~optfusion_lab.search.stability_summary`'s dict of frames; returned as
+    or :func:`~optfusion_lab.fusion_search.stability_summary`'s dict of frames; returned as
     ``{"num_genotypes", "seeds", "edges": DataFrame, "operations": DataFrame}``."""
     if isinstance(source, str | Path):
         path = Path(source)

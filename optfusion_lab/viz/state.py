@@ -205,9 +205,9 @@ def from_history(
 ) -> FusionState:
     """The architecture recorded at ``step`` (default: the last record) of a tidy history.
 
-    ``history`` has the columns of :data:`optfusion_lab.search.HISTORY_COLUMNS` (``history.csv``
-    of a search run). A history without alpha rows (a fixed design) gives every candidate edge
-    on, with ``alpha`` None; pass the design instead to draw its edges.
+    ``history`` has the columns of :data:`optfusion_lab.fusion_search.HISTORY_COLUMNS`
+    (``history.csv`` of a search run). A history without alpha rows (a fixed design) gives every
+    candidate edge on, with ``alpha`` None; pass the design instead to draw its edges.
     """
     frame = _one_run(history)
     if frame.empty:
