@@ -40,14 +40,14 @@ from pathlib import Path
 
 import torch
 
+from optfusion_lab.cost import step_seconds, supernet_parameters
 from optfusion_lab.data import PrepareConfig, prepare
 from optfusion_lab.data.dataset import PreparedData
-from optfusion_lab.data.loader import BatchLoader
 from optfusion_lab.data.synthetic import generate, write
 from optfusion_lab.fusion_search import SearchConfig, search
 from optfusion_lab.models import ModelConfig, build_model
 from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig
-from optfusion_lab.train import JointOptimizer, TrainConfig, fit, make_optimizer
+from optfusion_lab.train import TrainConfig, fit
 
 DATA_DIR = Path(__file__).resolve().parent / "_data"
 CHEAP = ("add", "prod")
@@ -63,64 +63,32 @@ def dataset(rows: int) -> PreparedData:
     return PreparedData.open(out)
 
 
-def build(kind: str, data: PreparedData, embed_dim: int) -> tuple[torch.nn.Module, object]:
-    cfg = TrainConfig(lr_emb=1e-3, lr_nn=1e-3, progress=False, device="cpu")
+def build(kind: str, data: PreparedData, embed_dim: int) -> torch.nn.Module:
     if kind == "dcn":
-        model = build_model("dcn", data.num_features, data.num_fields,
-                            ModelConfig(embed_dim=embed_dim, mlp_dims=(400, 400, 400)))  # fmt: skip
-        return model, make_optimizer(model, cfg)
+        return build_model("dcn", data.num_features, data.num_fields,
+                           ModelConfig(embed_dim=embed_dim, mlp_dims=(400, 400, 400)))  # fmt: skip
     ops = {"supernet-cheap": CHEAP, "supernet-attlite": ("add", "prod", "concat", "att-lite")}.get(
         kind, ("add", "prod", "concat", "att")
     )
-    net = FusionNetwork(data.num_features, data.num_fields,
-                        SupernetConfig(embed_dim=embed_dim, operations=ops))  # fmt: skip
-    arch = torch.optim.Adam([{"name": "architecture", "params": net.arch_parameters(),
-                              "lr": 0.1}])  # fmt: skip
-    return net, JointOptimizer(make_optimizer(net, cfg, net.weight_parameters()), arch)
+    return FusionNetwork(data.num_features, data.num_fields,
+                         SupernetConfig(embed_dim=embed_dim, operations=ops))  # fmt: skip
 
 
 def throughput(kind, data, embed_dim, batch_size, warmup, steps) -> tuple[float, int]:
+    """Training samples per second of one step (the search's joint step for a supernet), as
+    measured by the library's :func:`optfusion_lab.cost.step_seconds`."""
     torch.manual_seed(0)
-    model, optimizer = build(kind, data, embed_dim)
-    x, y = data.arrays("train")
-    loader = BatchLoader(x, y, batch_size, seed=0, drop_last=True)
-    batches = iter(loader)
-    model.train()
-    started, done = None, 0
-    for i in range(warmup + steps):
-        try:
-            xb, yb = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            xb, yb = next(batches)
-        if i == warmup:
-            started = time.perf_counter()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(xb), yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        done += len(yb) if i >= warmup else 0
-    params = sum(p.numel() for p in model.parameters())
-    return done / (time.perf_counter() - started), params
+    model = build(kind, data, embed_dim)
+    seconds = step_seconds(model, data, batch_size=batch_size, warmup=warmup, steps=steps,
+                           arch_lr=0.1)  # fmt: skip
+    return batch_size / seconds, sum(p.numel() for p in model.parameters())
 
 
 def parameter_shares(num_features: int, num_fields: int, embed_dim: int) -> dict[str, int]:
-    with torch.device("meta"):
-        net = FusionNetwork(num_features, num_fields, SupernetConfig(embed_dim=embed_dim))
-    shares = {"embedding": 0, "blocks": 0, "concat": 0, "att": 0, "output": 0}
-    for name, p in net.named_parameters():
-        if name.startswith("embedding"):
-            shares["embedding"] += p.numel()
-        elif name.startswith("blocks"):
-            shares["blocks"] += p.numel()
-        elif ".ops.concat." in name:
-            shares["concat"] += p.numel()
-        elif ".ops.att." in name:
-            shares["att"] += p.numel()
-        elif name.startswith("output"):
-            shares["output"] += p.numel()
-        # alpha and beta: a few dozen values, not shown
-    return shares
+    """The supernet's parameters by part (:func:`optfusion_lab.cost.supernet_parameters`),
+    without the parameter-free operations and the few dozen architecture values."""
+    parts = supernet_parameters(num_features, num_fields, SupernetConfig(embed_dim=embed_dim))
+    return {k: v for k, v in parts.items() if k not in ("add", "prod", "architecture")}
 
 
 def print_shares(title: str, shares: dict[str, int]) -> None:
@@ -164,7 +132,7 @@ def main() -> None:
                       lr_emb=1e-3, lr_nn=1e-3, device="cpu", progress=False)  # fmt: skip
     torch.manual_seed(0)
     started = time.perf_counter()
-    fit(build("dcn", data, args.embed_dim)[0], data, cfg)
+    fit(build("dcn", data, args.embed_dim), data, cfg)
     results["search_cost"]["dcn_train_seconds"] = time.perf_counter() - started
     for kind, ops in (("supernet", ("add", "prod", "concat", "att")), ("supernet-cheap", CHEAP)):
         supernet_cfg = SupernetConfig(embed_dim=args.embed_dim, operations=ops)

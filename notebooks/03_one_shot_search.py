@@ -36,7 +36,13 @@ import torch
 
 from optfusion_lab.data.synthetic import TEACHER_SAMPLE
 from optfusion_lab.data.teacher import TEACHER_GENOTYPE, score_genotype, teacher_split_auc
-from optfusion_lab.experiments import prepared_data, search_configs, search_run, write_results
+from optfusion_lab.experiments import (
+    chance_scores,
+    prepared_data,
+    search_configs,
+    search_run,
+    write_results,
+)
 from optfusion_lab.fusion import OPERATIONS, MixedFusion, build_operation, straight_through_gate
 from optfusion_lab.models.genotype import Genotype
 from optfusion_lab.models.supernet import FusionNetwork
@@ -235,18 +241,7 @@ teacher = dataset == "teacher" and not data_path and num_layers == TEACHER_GENOT
 if teacher:
     print("truth\n", TEACHER_GENOTYPE, sep="")
     score = score_genotype(found)
-    rng = np.random.default_rng(0)
-    chance = []
-    for _ in range(200):
-        try:
-            random_genotype = Genotype.from_arch(
-                num_fields=F, embed_dim=embed_dim, num_layers=L, shallow="cross",
-                operations=OPERATIONS, alpha=rng.normal(size=alpha.shape).tolist(),
-                beta=rng.normal(size=beta.shape).tolist())
-        except ValueError:  # OUT without a live input: not a genotype
-            continue
-        chance.append(score_genotype(random_genotype).to_dict())
-    chance = {key: float(np.mean([c[key] for c in chance])) for key in chance[0]}
+    chance = chance_scores(TEACHER_GENOTYPE)  # the mean score of random genotypes
     _, rows, sample_seed = TEACHER_SAMPLE  # the embedded teacher file's rows and seed
     ceiling = teacher_split_auc(data.meta, data.arrays("test"), rows=rows, seed=sample_seed)
     print(f"found  {score.to_dict()}\nchance {chance}")

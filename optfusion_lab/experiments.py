@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -318,14 +319,14 @@ def search_and_retrain(
     supernet_cfg,
     search_cfg,
     search_train_cfg,
-    retrain_cfg,
+    retrain_cfgs: Mapping[str, object],
     seeds: Sequence[int],
     *,
-    selections: Sequence[str] = ("hard",),
     truth=None,
 ) -> tuple[pd.DataFrame, list]:
     """Per seed: search, then retrain the genotype from scratch with the same seed, once per
-    selection (hard / soft). Returns (tidy frame, genotypes in seed order).
+    selection of ``retrain_cfgs`` (``{"hard": TrainConfig, "soft": TrainConfig}``, see
+    :func:`retrain_config`). Returns (tidy frame, genotypes in seed order).
 
     One row per (seed, selection): the supernet's ``search_test_auc``, the retrained model's
     ``test_auc`` / ``test_logloss``, ``search_seconds``, the number of live edges and, with
@@ -340,7 +341,7 @@ def search_and_retrain(
                        search_cfg)  # fmt: skip
         genotypes.append(found.genotype)
         score = score_genotype(found.genotype, truth).to_dict() if truth is not None else {}
-        for selection in selections:
+        for selection, retrain_cfg in retrain_cfgs.items():
             frame, _ = retrain(data, found.genotype, retrain_cfg, [seed], selection=selection)
             rows.append({
                 "seed": seed,
@@ -353,6 +354,94 @@ def search_and_retrain(
                 **score,
             })  # fmt: skip
     return pd.DataFrame(rows), genotypes
+
+
+def search_variants(
+    data: PreparedData,
+    variants: Mapping[str, tuple],
+    search_train_cfg,
+    retrain_cfgs: Mapping[str, object],
+    seeds: Sequence[int],
+    *,
+    truth=None,
+    out_dir: str | Path | None = None,
+) -> tuple[pd.DataFrame, dict[str, list]]:
+    """:func:`search_and_retrain` for every variant ``name -> (SupernetConfig, SearchConfig)``;
+    returns the tidy frames joined with a ``variant`` column first, and the genotypes per
+    variant in seed order.
+
+    With ``out_dir``, the frame (``variants.csv``), the genotypes (``genotypes/<variant>_seed<s>
+    .json``) and the key of the experiment (``variants.key.json``: data, every config, seeds)
+    are written there, and a later call with the same key reads them back instead of running.
+    """
+    from .models.genotype import Genotype
+
+    seeds = [int(s) for s in seeds]
+    key = json.loads(json.dumps({
+        "data_sha256": data.meta.get("source", {}).get("sha256"),
+        "num_features": data.num_features,
+        "variants": {name: [dataclasses.asdict(c) for c in cfgs]
+                     for name, cfgs in variants.items()},
+        "search_train": dataclasses.asdict(search_train_cfg),
+        "retrain": {k: dataclasses.asdict(c) for k, c in retrain_cfgs.items()},
+        "seeds": seeds,
+        "truth": truth.to_dict() if truth is not None else None,
+    }))  # fmt: skip
+    out = Path(out_dir) if out_dir is not None else None
+
+    def genotype_path(name: str, seed: int) -> Path:
+        return out / "genotypes" / f"{re.sub(r'[^A-Za-z0-9.]+', '_', name)}_seed{seed}.json"
+
+    stored = out / "variants.key.json" if out is not None else None
+    if stored is not None and stored.is_file() and (out / "variants.csv").is_file():
+        if json.loads(stored.read_text()) == key:
+            frame = pd.read_csv(out / "variants.csv")
+            return frame, {name: [Genotype.load(genotype_path(name, s)) for s in seeds]
+                           for name in variants}  # fmt: skip
+
+    frames, genotypes = [], {}
+    for name, (supernet_cfg, search_cfg) in variants.items():
+        frame, genotypes[name] = search_and_retrain(data, supernet_cfg, search_cfg,
+                                                    search_train_cfg, retrain_cfgs, seeds,
+                                                    truth=truth)  # fmt: skip
+        frame.insert(0, "variant", name)
+        frames.append(frame)
+    frame = pd.concat(frames, ignore_index=True)
+    if out is not None:
+        from .train import write_atomic, write_json
+
+        for name, found in genotypes.items():
+            for seed, genotype in zip(seeds, found, strict=True):
+                genotype_path(name, seed).parent.mkdir(parents=True, exist_ok=True)
+                genotype.save(genotype_path(name, seed))
+        write_atomic(out / "variants.csv", lambda p: frame.to_csv(p, index=False))
+        write_json(out / "variants.key.json", key)
+    return frame, genotypes
+
+
+def chance_scores(truth, samples: int = 200, seed: int = 0) -> dict[str, float]:
+    """The mean :func:`~optfusion_lab.data.teacher.score_genotype` figures of random genotypes
+    (alpha and beta drawn N(0, 1), on ``truth``'s graph and operations): the chance level of a
+    search's score. Draws whose OUT has no live input are not genotypes and are redrawn."""
+    import numpy as np
+
+    from .data.teacher import score_genotype
+    from .models.genotype import Genotype
+
+    rng = np.random.default_rng(seed)
+    graph, ops = truth.graph, truth.operations
+    scores = []
+    while len(scores) < samples:
+        try:
+            genotype = Genotype.from_arch(
+                num_fields=truth.num_fields, embed_dim=truth.embed_dim,
+                num_layers=truth.num_layers, shallow=truth.shallow, operations=ops,
+                alpha=rng.normal(size=len(graph.edges)).tolist(),
+                beta=rng.normal(size=(len(graph.fusion_nodes), len(ops))).tolist())  # fmt: skip
+        except ValueError:  # OUT without a live input
+            continue
+        scores.append(score_genotype(genotype, truth).to_dict())
+    return {key: float(np.mean([s[key] for s in scores])) for key in scores[0]}
 
 
 # --------------------------------------------------------------------------- results
