@@ -51,8 +51,7 @@ from optfusion_lab.models.supernet import FusionNetwork
 dataset = "criteo"  # criteo, avazu or kdd12: the raw layout, and the embedded sample by default
 data_path = ""  # a raw file of that dataset, such as the full Kaggle train.txt; empty: the sample
 output_dir = "../runs/course/02_fusion_baselines"  # everything this notebook writes goes here
-# the baselines to train, by their command-line names
-models = ["dnn", "ipnn", "deepfm", "dcn", "xdeepfm", "dcnv2-stacked", "dcnv2-parallel", "edcn"]
+models = ["dnn", "ipnn", "deepfm", "dcn", "xdeepfm", "dcnv2-stacked", "dcnv2-parallel", "edcn"]  # baselines
 seeds = [0, 1, 2]  # one training run per seed; charts show mean ± std over seeds
 preset = "tiny"  # sizes and learning rates: tiny, or the reference preset of the dataset
 epochs = 2  # at most this many epochs per run (early stopping may end a run sooner)
@@ -84,6 +83,7 @@ print(f"{dataset}: {sum(data.meta['num_rows'].values()):,} rows, F = {F} fields,
 # fusion nodes (every block but $C_0$, plus $OUT$).
 
 # %%
+# NBVAL_CHECK_OUTPUT
 graph = FusionGraph(3)
 print("nodes:", " ".join(graph.nodes))
 L = graph.num_layers

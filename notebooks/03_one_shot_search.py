@@ -88,6 +88,7 @@ print(supernet_cfg, train_cfg, search_cfg, sep="\n")
 # with one row of $\beta$ (one logit per operation).
 
 # %%
+# NBVAL_CHECK_OUTPUT
 torch.manual_seed(seed)
 net = FusionNetwork(data.num_features, F, supernet_cfg)
 L = num_layers
@@ -118,6 +119,7 @@ print(f"{sum(p.numel() for p in net.arch_parameters())} architecture parameters,
 # An edge that is off still receives a gradient and can switch back on.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 a = torch.tensor([-0.3, 0.2, 0.5, -1.0], requires_grad=True)
 g = straight_through_gate(a)
 upstream = torch.tensor([0.7, -0.1, 0.4, -2.0])

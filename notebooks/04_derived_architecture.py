@@ -53,7 +53,7 @@ from optfusion_lab.models.supernet import FusionNetwork, supernet_state_for
 dataset = "teacher"  # teacher: KDD12 layout with a known fusion; or criteo, avazu, kdd12
 data_path = ""  # a raw file of that dataset; empty: the embedded sample
 output_dir = "../runs/course/04_derived_architecture"  # everything this notebook writes goes here
-search_dir = "../runs/course/03_one_shot_search/search"  # reused when it holds the same search
+search_dir = ""  # a search of notebook 03 to reuse if it is the same search; empty: the 03 folder beside output_dir
 seed = 0  # seed of the search, as in notebook 03
 seeds = [0, 1, 2]  # one retraining run per seed; charts show mean ± std over seeds
 preset = "tiny"  # search preset: learning rates, batch size, epochs
@@ -80,8 +80,8 @@ supernet_cfg, train_cfg, search_cfg = search_configs(
     preset=preset, embed_dim=embed_dim, num_layers=num_layers, alpha_init=alpha_init,
     arch_lr=arch_lr, epochs=epochs, batch_size=batch_size, history_every=history_every,
     seed=seed, device=device, threads=threads)
-run = search_run(out / "search", data, supernet_cfg, train_cfg, search_cfg,
-                 reuse_from=[search_dir])
+earlier = Path(search_dir) if search_dir else out.parent / "03_one_shot_search" / "search"
+run = search_run(out / "search", data, supernet_cfg, train_cfg, search_cfg, reuse_from=[earlier])
 print("reused the search in" if run.reused else "searched into", run.directory)
 
 # %% [markdown]
@@ -94,6 +94,9 @@ print("reused the search in" if run.reused else "searched into", run.directory)
 # %%
 genotype = run.genotype
 print(genotype)
+
+# %%
+# NBVAL_CHECK_OUTPUT
 document = genotype.to_dict()
 print(sorted(document))
 assert Genotype.from_dict(json.loads(json.dumps(document))) == genotype
@@ -164,6 +167,7 @@ print("soft == supernet; hard == supernet with one-hot operation weights")
 # enters as the neutral element 1, and the searched node equals the derived one.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 torch.manual_seed(0)
 k, B, d = 3, 5, 6
 inputs = torch.randn(k, B, d)
@@ -174,6 +178,8 @@ derived = build_operation("prod", 2, d)(inputs[[0, 2]], torch.ones(2))
 assert torch.equal(zeros_included, torch.zeros(B, d))  # collapses to zero
 assert torch.allclose(in_search, derived)  # search and derived model agree
 assert torch.allclose(in_search, inputs[0] * inputs[2])
+print("zeros included:", zeros_included.abs().max().item(), "| active only == derived:",
+      torch.allclose(in_search, derived))
 
 # %% [markdown]
 # ## Retraining: from scratch or warm-started

@@ -32,6 +32,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pandas as pd
 import plotly.express as px
 import torch
 
@@ -53,7 +54,7 @@ data_path = ""  # a raw file of that dataset; empty: the embedded sample
 output_dir = "../runs/course/05_ablations"  # everything this notebook writes goes here
 seeds = [0, 1, 2]  # one search and one retraining per seed and variant
 preset = "tiny"  # search preset: learning rates, batch size, epochs
-epochs = 2  # at most this many epochs per search phase
+epochs = 1  # at most this many epochs per search phase
 retrain_epochs = 2  # at most this many epochs per retraining run
 embed_dim = 4  # D, the embedding width; every block works at width F times D
 num_layers = 3  # L, layers of the fusion graph
@@ -95,6 +96,7 @@ is_teacher = dataset == "teacher" and not data_path and num_layers == TEACHER_GE
 # - $\alpha_0$ and `arch_lr`: the same one-shot search from other starting points and speeds.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 reference = "one-shot"
 variants = {}
 groups = {}
@@ -115,16 +117,24 @@ assert reference in variants, "the reference one-shot search must be among the a
 print(f"{len(variants)} variants x {len(seeds)} seeds: {list(variants)}")
 
 # %% [markdown]
-# Each (variant, seed) is one search followed by two retrainings of its genotype from scratch
-# (hard and soft selection), with the same seed. The runs are stored in the output folder and
-# read back when the notebook runs again with the same parameters.
+# Each (variant, seed) is one search followed by a retraining of its genotype from scratch
+# (hard selection) with the same seed; the reference's genotypes are retrained with soft
+# selection too. The runs are stored in the output folder and read back when the notebook runs
+# again with the same parameters.
 
 # %%
-runs, genotypes = search_variants(data, variants, train_cfg, retrain_cfgs, seeds,
-                                  truth=TEACHER_GENOTYPE if is_teacher else None, out_dir=out)
+truth = TEACHER_GENOTYPE if is_teacher else None
+first, genotypes = search_variants(data, {reference: variants[reference]}, train_cfg,
+                                   retrain_cfgs, seeds, truth=truth, out_dir=out / "reference")
+others = {name: v for name, v in variants.items() if name != reference}
+rest, more = search_variants(data, others, train_cfg, {"hard": retrain_cfgs["hard"]}, seeds,
+                             truth=truth, out_dir=out / "variants")
+runs = pd.concat([first, rest], ignore_index=True)
+genotypes.update(more)
 runs["group"] = runs["variant"].map(groups)
+runs.to_csv(out / "ablations.csv", index=False)
 print(f"{len(runs)} rows")
-assert len(runs) == len(variants) * len(seeds) * len(retrain_cfgs)
+assert len(runs) == len(variants) * len(seeds) + len(seeds)  # + the reference, soft
 for op in single_operations:
     for genotype in genotypes[f"only {op}"]:
         assert genotype.operations == (op,)  # nothing else to choose from
@@ -153,16 +163,17 @@ fig.show()
 # %% [markdown]
 # ## Hard versus soft selection
 #
-# The same genotypes, retrained with the argmax operation per node (hard) or with the fixed
-# mixture of every operation (soft).
+# The reference search's genotypes, retrained with the argmax operation per node (hard) or
+# with the fixed mixture of every operation (soft), per seed: each line joins the two runs of
+# one genotype.
 
 # %%
-by_selection = summarize_runs(runs, ["variant", "selection"])
-fig = px.bar(by_selection, x="variant", y="test_auc_mean", error_y="test_auc_std",
-             color="selection", barmode="group",
-             title="Hard versus soft selection, mean ± std over seeds")
-fig.update_yaxes(range=[max(0.0, by_selection["test_auc_mean"].min() - 0.05), None])
+by_selection = summarize_runs(runs[runs["variant"] == reference], "selection")
+pairs = runs[runs["variant"] == reference].astype({"seed": str})
+fig = px.line(pairs, x="selection", y="test_auc", color="seed", markers=True,
+              title="Hard versus soft selection of the same genotypes, one line per seed")
 fig.show()
+by_selection.round(4)
 
 # %% [markdown]
 # ## Against the truth (teacher data)
@@ -208,20 +219,25 @@ assert edges["live_share"].between(0, 1).all()
 assert operations[operations["node"] == "OUT"]["live_share"].eq(1.0).all()  # OUT always lives
 
 # %% [markdown]
-# **The claims.** Every variant's retrained model is above chance by the stated margin
-# (asserted). Differences between variants are read from the error bars; with a handful of
-# seeds on a small sample most overlap, which is itself a finding: on this data the fusion
-# design matters less than the seed. Rerun with ten seeds, more epochs or a larger file to
-# separate them.
+# **The claims.** The reference search's retrained model is above chance by the stated margin
+# (asserted). The other variants are shown, not asserted: a variant may fail outright, and that
+# is a finding. PROD-only is the usual example: the product of up to eight inputs, each of the
+# order of the initial embeddings (std 0.01), is vanishingly small, so its gradients vanish and
+# the model can stay at chance. Differences between the working variants are read from the error
+# bars; with a handful of seeds on a small sample most overlap. Rerun with ten seeds, more epochs
+# or a larger file to separate them.
 
 # %%
-for row in summary.itertuples():
-    assert row.test_auc_mean > 0.5 + auc_margin, f"{row.variant} is not above chance"
+reference_auc = summary.set_index("variant").loc[reference, "test_auc_mean"]
+assert reference_auc > 0.5 + auc_margin, "the reference search is not above chance"
+at_chance = summary[summary["test_auc_mean"] <= 0.5 + auc_margin]["variant"].tolist()
+print("variants not above chance:", at_chance or "none")
 for row in summary.itertuples():
     results[f"{row.variant}_test_auc_mean"] = row.test_auc_mean
     results[f"{row.variant}_test_auc_std"] = row.test_auc_std
-for row in by_selection[by_selection["variant"] == reference].itertuples():
+for row in by_selection.itertuples():
     results[f"{reference}_{row.selection}_test_auc_mean"] = row.test_auc_mean
+results["variants_at_chance"] = len(at_chance)
 results["stable_edges"] = int(((edges["live_share"] == 0) | (edges["live_share"] == 1)).sum())
 write_results(out, results)
 print(json.dumps(results, indent=1))

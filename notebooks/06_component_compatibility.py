@@ -88,6 +88,7 @@ print(f"F = {F}, D = {D}, d = {d}")
 # *bit-wise* (single coordinates).
 
 # %%
+# NBVAL_CHECK_OUTPUT
 torch.manual_seed(0)
 x0, x = torch.randn(7, d), torch.randn(7, d)
 sizes = {}

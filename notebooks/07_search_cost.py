@@ -166,6 +166,7 @@ assert by_width["parameters_att"].is_monotonic_increasing
 # $d = 1560$, about 6.8 million features after the threshold.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 reference = supernet_parameters(reference_features, 39, dataclasses.replace(
     supernet_cfg, embed_dim=reference_embed_dim))
 reference = pd.Series(reference, name="parameters")

@@ -30,9 +30,11 @@ import pandas as pd
 from .data import PrepareConfig, prepare
 from .data.dataset import PreparedData
 from .data.synthetic import SAMPLES, TEACHER_GENOTYPE_FILE, TEACHER_SAMPLE
+from .io import write_csv, write_json
+from .names import DATASETS, DESIGNS, OPERATIONS
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "data_samples"
-COURSE_DATASETS = ("criteo", "avazu", "kdd12", "teacher")  # "teacher": KDD12 layout, known fusion
+COURSE_DATASETS = (*DATASETS, "teacher")  # "teacher": the KDD12 layout, labels from a known fusion
 # Columns of the per-seed frames of train_baselines / train_genotypes (plus "model" first).
 RUN_COLUMNS = ("seed", "test_auc", "test_logloss", "best_valid_auc", "best_epoch", "epochs_run",
                "train_seconds", "num_parameters")  # fmt: skip
@@ -177,13 +179,14 @@ def design_genotype(design: str, num_fields: int, embed_dim: int, *, num_layers:
     concatenates), every other node with ``operation`` (a node of a chain has one input, where
     ADD is the identity).
     """
-    from .models.genotype import DESIGNS, FusionGraph, Genotype
+    from .models.genotype import DESIGNS as DESIGN_EDGES
+    from .models.genotype import FusionGraph, Genotype
 
     if design not in DESIGNS:
         raise ValueError(f"unknown design {design!r}; choose one of {list(DESIGNS)}")
-    operations = ("add", "prod", "concat", "att")
+    operations = OPERATIONS
     graph = FusionGraph(num_layers)
-    edges = set(DESIGNS[design](graph))
+    edges = set(DESIGN_EDGES[design](graph))
     alpha = [1.0 if e in edges else -1.0 for e in graph.edges]
     beta = [[1.0 if op == (out_operation if node == "OUT" else operation) else 0.0
              for op in operations] for node in graph.fusion_nodes]  # fmt: skip
@@ -214,7 +217,6 @@ def search_configs(
 ):
     """(SupernetConfig, TrainConfig, SearchConfig) of a search from the search ``preset``
     (see :data:`optfusion_lab.presets.SEARCH_PRESETS`); None keeps the preset's value."""
-    from .fusion import OPERATIONS
     from .models.supernet import SupernetConfig
     from .presets import get_search_preset
     from .search import SearchConfig
@@ -408,13 +410,11 @@ def search_variants(
         frames.append(frame)
     frame = pd.concat(frames, ignore_index=True)
     if out is not None:
-        from .train import write_atomic, write_json
-
         for name, found in genotypes.items():
             for seed, genotype in zip(seeds, found, strict=True):
                 genotype_path(name, seed).parent.mkdir(parents=True, exist_ok=True)
                 genotype.save(genotype_path(name, seed))
-        write_atomic(out / "variants.csv", lambda p: frame.to_csv(p, index=False))
+        write_csv(out / "variants.csv", frame)
         write_json(out / "variants.key.json", key)
     return frame, genotypes
 
@@ -453,8 +453,6 @@ def write_results(out_dir: str | Path, results: Mapping[str, object]) -> Path:
     Values must be plain scalars (numbers, strings, booleans or None): a sweep gathers every
     run's file into one table with a column per key.
     """
-    from .train import write_json
-
     flat = {}
     for key, value in results.items():
         if hasattr(value, "item"):  # numpy / torch scalars
