@@ -66,12 +66,12 @@ def dataset(rows: int) -> PreparedData:
 def build(kind: str, data: PreparedData, embed_dim: int) -> torch.nn.Module:
     if kind == "dcn":
         return build_model("dcn", data.num_features, data.num_fields,
-                           ModelConfig(embed_dim=embed_dim, mlp_dims=(400, 400, 400)))  # fmt: skip
+                           ModelConfig(embed_dim=embed_dim, mlp_dims=(400, 400, 400)))
     ops = {"supernet-cheap": CHEAP, "supernet-attlite": ("add", "prod", "concat", "att-lite")}.get(
         kind, ("add", "prod", "concat", "att")
     )
     return FusionNetwork(data.num_features, data.num_fields,
-                         SupernetConfig(embed_dim=embed_dim, operations=ops))  # fmt: skip
+                         SupernetConfig(embed_dim=embed_dim, operations=ops))
 
 
 def throughput(kind, data, embed_dim, batch_size, warmup, steps) -> tuple[float, int]:
@@ -80,7 +80,7 @@ def throughput(kind, data, embed_dim, batch_size, warmup, steps) -> tuple[float,
     torch.manual_seed(0)
     model = build(kind, data, embed_dim)
     seconds = step_seconds(model, data, batch_size=batch_size, warmup=warmup, steps=steps,
-                           arch_lr=0.1)  # fmt: skip
+                           arch_lr=0.1)
     return batch_size / seconds, sum(p.numel() for p in model.parameters())
 
 
@@ -114,22 +114,22 @@ def main() -> None:
     d = data.num_fields * args.embed_dim
     print(f"data: {args.rows:,} rows, F={data.num_fields}, {data.num_features:,} features; "
           f"D={args.embed_dim}, d={d}, batch {args.batch_size}, {args.threads} threads; "
-          f"load {os.getloadavg()}")  # fmt: skip
+          f"load {os.getloadavg()}")
 
     results = {"throughput": {}, "search_cost": {}}
     print("\n1. training throughput (steady state)")
     for kind in ("dcn", "supernet", "supernet-attlite", "supernet-cheap"):
         rate, params = throughput(kind, data, args.embed_dim, args.batch_size, args.warmup,
-                                  args.steps)  # fmt: skip
+                                  args.steps)
         results["throughput"][kind] = {"samples_per_second": rate, "parameters": params}
     base = results["throughput"]["dcn"]["samples_per_second"]
     for kind, r in results["throughput"].items():
         print(f"  {kind:<16}{r['parameters']:>12,} params {r['samples_per_second']:>10,.0f} "
-              f"samples/s  {r['samples_per_second'] / base:5.2f}x dcn")  # fmt: skip
+              f"samples/s  {r['samples_per_second'] / base:5.2f}x dcn")
 
     print(f"\n2. search cost ({args.epochs} epoch(s), validation included)")
     cfg = TrainConfig(epochs=args.epochs, patience=args.epochs + 1, batch_size=args.batch_size,
-                      lr_emb=1e-3, lr_nn=1e-3, device="cpu", progress=False)  # fmt: skip
+                      lr_emb=1e-3, lr_nn=1e-3, device="cpu", progress=False)
     torch.manual_seed(0)
     started = time.perf_counter()
     fit(build("dcn", data, args.embed_dim), data, cfg)

@@ -34,8 +34,7 @@ import numpy as np
 import plotly.express as px
 import torch
 
-from optfusion_lab.data.synthetic import TEACHER_SAMPLE
-from optfusion_lab.data.teacher import TEACHER_GENOTYPE, score_genotype, teacher_split_auc
+from optfusion_lab.data.teacher import TEACHER_SAMPLE
 from optfusion_lab.experiments import (
     chance_scores,
     prepared_data,
@@ -46,6 +45,7 @@ from optfusion_lab.experiments import (
 from optfusion_lab.fusion import OPERATIONS, MixedFusion, build_operation, straight_through_gate
 from optfusion_lab.models.genotype import Genotype
 from optfusion_lab.models.supernet import FusionNetwork
+from optfusion_lab.models.teacher import TEACHER_GENOTYPE, score_genotype, teacher_split_auc
 
 # %% tags=["parameters"]
 dataset = "teacher"  # teacher: KDD12 layout with a known fusion; or criteo, avazu, kdd12

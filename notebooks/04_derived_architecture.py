@@ -33,7 +33,6 @@ import pandas as pd
 import plotly.express as px
 import torch
 
-from optfusion_lab.data.teacher import TEACHER_GENOTYPE
 from optfusion_lab.experiments import (
     design_genotype,
     prepared_data,
@@ -48,6 +47,7 @@ from optfusion_lab.experiments import (
 from optfusion_lab.fusion import build_operation
 from optfusion_lab.models.genotype import Genotype
 from optfusion_lab.models.supernet import FusionNetwork, supernet_state_for
+from optfusion_lab.models.teacher import TEACHER_GENOTYPE
 
 # %% tags=["parameters"]
 dataset = "teacher"  # teacher: KDD12 layout with a known fusion; or criteo, avazu, kdd12

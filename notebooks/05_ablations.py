@@ -36,7 +36,6 @@ import pandas as pd
 import plotly.express as px
 import torch
 
-from optfusion_lab.data.teacher import TEACHER_GENOTYPE
 from optfusion_lab.experiments import (
     chance_scores,
     prepared_data,
@@ -46,6 +45,7 @@ from optfusion_lab.experiments import (
     summarize_runs,
     write_results,
 )
+from optfusion_lab.models.teacher import TEACHER_GENOTYPE
 from optfusion_lab.search import stability_summary
 
 # %% tags=["parameters"]

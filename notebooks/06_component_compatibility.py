@@ -33,7 +33,6 @@ from pathlib import Path
 import plotly.express as px
 import torch
 
-from optfusion_lab.data.teacher import TEACHER_GENOTYPE
 from optfusion_lab.experiments import (
     chance_scores,
     prepared_data,
@@ -44,6 +43,7 @@ from optfusion_lab.experiments import (
     write_results,
 )
 from optfusion_lab.models.supernet import FusionNetwork, build_block
+from optfusion_lab.models.teacher import TEACHER_GENOTYPE
 
 # %% tags=["parameters"]
 dataset = "teacher"  # teacher: KDD12 layout with a known fusion; or criteo, avazu, kdd12

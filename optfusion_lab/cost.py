@@ -41,7 +41,7 @@ def training_step_optimizer(model: nn.Module, cfg: TrainConfig, arch_lr: float =
     supernet, that plus Adam over alpha and beta, stepped together (the one-shot search)."""
     if isinstance(model, FusionNetwork) and model.arch_parameters():
         arch = torch.optim.Adam([{"name": "architecture", "params": model.arch_parameters(),
-                                  "lr": arch_lr}])  # fmt: skip
+                                  "lr": arch_lr}])
         return JointOptimizer(make_optimizer(model, cfg, model.weight_parameters()), arch)
     return make_optimizer(model, cfg)
 
@@ -96,7 +96,7 @@ def supernet_parameters(num_features: int, num_fields: int, cfg: SupernetConfig)
     with torch.device("meta"):
         net = FusionNetwork(num_features, num_fields, cfg)
     parts = {"embedding": 0, "blocks": 0, **{op: 0 for op in cfg.operations}, "output": 0,
-             "architecture": sum(p.numel() for p in net.arch_parameters())}  # fmt: skip
+             "architecture": sum(p.numel() for p in net.arch_parameters())}
     for node in net.fusions.values():
         for op, op_module in node.ops.items():
             parts[op] += sum(p.numel() for p in op_module.parameters())
@@ -130,7 +130,7 @@ class SearchCost:
                 "dcn_step_seconds": self.dcn_step_seconds, "step_ratio": self.step_ratio,
                 "supernet_parameters": self.supernet_parameters,
                 "dcn_parameters": self.dcn_parameters, "parameter_ratio": self.parameter_ratio,
-                **{f"parameters_{k}": v for k, v in self.parts.items()}}  # fmt: skip
+                **{f"parameters_{k}": v for k, v in self.parts.items()}}
 
 
 def search_cost(
@@ -152,11 +152,11 @@ def search_cost(
     torch.manual_seed(seed)
     dcn = build_model("dcn", data.num_features, data.num_fields, dcn_cfg)
     dcn_seconds = step_seconds(dcn, data, batch_size=batch_size, warmup=warmup, steps=steps,
-                               device=device, seed=seed)  # fmt: skip
+                               device=device, seed=seed)
     torch.manual_seed(seed)
     net = FusionNetwork(data.num_features, data.num_fields, supernet_cfg)
     net_seconds = step_seconds(net, data, batch_size=batch_size, warmup=warmup, steps=steps,
-                               device=device, arch_lr=arch_lr, seed=seed)  # fmt: skip
+                               device=device, arch_lr=arch_lr, seed=seed)
     return SearchCost(
         supernet_step_seconds=net_seconds,
         dcn_step_seconds=dcn_seconds,

@@ -29,7 +29,8 @@ import pandas as pd
 
 from .data import PrepareConfig, prepare
 from .data.dataset import PreparedData
-from .data.synthetic import SAMPLES, TEACHER_GENOTYPE_FILE, TEACHER_SAMPLE
+from .data.synthetic import SAMPLES
+from .data.teacher import TEACHER_GENOTYPE_FILE, TEACHER_SAMPLE
 from .io import write_csv, write_json
 from .names import DATASETS, DESIGNS, OPERATIONS
 
@@ -37,7 +38,7 @@ SAMPLES_DIR = Path(__file__).resolve().parents[1] / "data_samples"
 COURSE_DATASETS = (*DATASETS, "teacher")  # "teacher": the KDD12 layout, labels from a known fusion
 # Columns of the per-seed frames of train_baselines / train_genotypes (plus "model" first).
 RUN_COLUMNS = ("seed", "test_auc", "test_logloss", "best_valid_auc", "best_epoch", "epochs_run",
-               "train_seconds", "num_parameters")  # fmt: skip
+               "train_seconds", "num_parameters")
 
 
 # --------------------------------------------------------------------------- data
@@ -77,13 +78,13 @@ def prepared_data(dataset: str, out_dir: str | Path, data_path: str | Path | Non
 def baseline_configs(data: PreparedData, model: str, *, preset: str = "tiny",
                      embed_dim: int | None = None, epochs: int | None = None,
                      batch_size: int | None = None, device: str = "auto",
-                     threads: int | None = None):  # fmt: skip
+                     threads: int | None = None):
     """(ModelConfig, TrainConfig) of baseline ``model`` from ``preset``, with sizes replaced
     (None keeps the preset's) and progress bars off."""
     from .presets import get_preset, resolve_preset, with_sizes
 
     model_cfg, train_cfg = resolve_preset(with_sizes(get_preset(preset), embed_dim=embed_dim),
-                                          model, data.meta)  # fmt: skip
+                                          model, data.meta)
     changes = {"device": device, "threads": threads, "progress": False}
     if epochs is not None:
         changes["epochs"] = epochs
@@ -121,7 +122,7 @@ def train_baselines(
     for model in models:
         model_cfg, train_cfg = baseline_configs(data, model, preset=preset, embed_dim=embed_dim,
                                                 epochs=epochs, batch_size=batch_size,
-                                                device=device, threads=threads)  # fmt: skip
+                                                device=device, threads=threads)
         frame, _ = run_seeds(model, model_cfg, data, train_cfg, seeds)
         frames.append(_tidy(frame, model))
     return pd.concat(frames, ignore_index=True)
@@ -144,7 +145,7 @@ def train_genotypes(
     frames = []
     for name, genotype in genotypes.items():
         frame, _ = retrain(data, genotype, train_cfg, seeds, selection=selection,
-                           warm_start=warm_start)  # fmt: skip
+                           warm_start=warm_start)
         frames.append(_tidy(frame, name))
     return pd.concat(frames, ignore_index=True)
 
@@ -172,7 +173,7 @@ def summarize_runs(
 
 def design_genotype(design: str, num_fields: int, embed_dim: int, *, num_layers: int = 3,
                     shallow: str = "cross", out_operation: str = "concat",
-                    operation: str = "add"):  # fmt: skip
+                    operation: str = "add"):
     """The hand-made ``design`` (parallel or stacked) as a genotype of the fusion graph.
 
     Its edges are the design's; OUT fuses with ``out_operation`` (the classic parallel design
@@ -189,10 +190,10 @@ def design_genotype(design: str, num_fields: int, embed_dim: int, *, num_layers:
     edges = set(DESIGN_EDGES[design](graph))
     alpha = [1.0 if e in edges else -1.0 for e in graph.edges]
     beta = [[1.0 if op == (out_operation if node == "OUT" else operation) else 0.0
-             for op in operations] for node in graph.fusion_nodes]  # fmt: skip
+             for op in operations] for node in graph.fusion_nodes]
     return Genotype.from_arch(num_fields=num_fields, embed_dim=embed_dim, num_layers=num_layers,
                               shallow=shallow, operations=operations, alpha=alpha,
-                              beta=beta)  # fmt: skip
+                              beta=beta)
 
 
 # --------------------------------------------------------------------------- searches
@@ -232,14 +233,14 @@ def search_configs(
     )
     train_cfg = TrainConfig(epochs=epochs or p.epochs, batch_size=batch_size or p.batch_size,
                             lr_emb=p.lr, l2_emb=p.l2, lr_nn=p.lr, l2_nn=p.l2, seed=seed,
-                            device=device, threads=threads, progress=False)  # fmt: skip
+                            device=device, threads=threads, progress=False)
     search_cfg = SearchConfig(arch_lr=arch_lr or p.arch_lr, history_every=history_every,
-                              algorithm=algorithm)  # fmt: skip
+                              algorithm=algorithm)
     return supernet_cfg, train_cfg, search_cfg
 
 
 def retrain_config(search_train_cfg, *, preset: str = "tiny", selection: str = "hard",
-                   warm_start: bool = False, epochs: int | None = None):  # fmt: skip
+                   warm_start: bool = False, epochs: int | None = None):
     """The TrainConfig of retraining a derived model after a search with ``search_train_cfg``.
 
     The learning rate and L2 are the preset's: hard selection takes ``retrain_hard``; soft
@@ -280,11 +281,11 @@ def read_search_run(out_dir: str | Path, reused: bool = True) -> SearchRun:
 
     out = Path(out_dir)
     history = pd.read_csv(out / "history.csv", keep_default_na=False,
-                          dtype={"node": str, "input": str, "operation": str})  # fmt: skip
+                          dtype={"node": str, "input": str, "operation": str})
     history["value"] = history["value"].astype(float)
     return SearchRun(out, Genotype.load(out / "genotype.json"), history,
                      pd.read_csv(out / "epochs.csv"),
-                     json.loads((out / "result.json").read_text()), reused)  # fmt: skip
+                     json.loads((out / "result.json").read_text()), reused)
 
 
 def search_run(
@@ -311,7 +312,7 @@ def search_run(
             if json.loads(config.read_text()).get("fingerprint") == fingerprint:
                 return read_search_run(folder, reused=True)
     result = search(data, supernet_cfg, train_cfg, search_cfg, callbacks=callbacks,
-                    listeners=listeners)  # fmt: skip
+                    listeners=listeners)
     write_search_run(out, result, data, supernet_cfg, train_cfg, search_cfg)
     return read_search_run(out, reused=False)
 
@@ -332,15 +333,15 @@ def search_and_retrain(
 
     One row per (seed, selection): the supernet's ``search_test_auc``, the retrained model's
     ``test_auc`` / ``test_logloss``, ``search_seconds``, the number of live edges and, with
-    ``truth`` (a Genotype), the :func:`~optfusion_lab.data.teacher.score_genotype` figures.
+    ``truth`` (a Genotype), the :func:`~optfusion_lab.models.teacher.score_genotype` figures.
     """
-    from .data.teacher import score_genotype
+    from .models.teacher import score_genotype
     from .search import retrain, search
 
     rows, genotypes = [], []
     for seed in seeds:
         found = search(data, supernet_cfg, dataclasses.replace(search_train_cfg, seed=seed),
-                       search_cfg)  # fmt: skip
+                       search_cfg)
         genotypes.append(found.genotype)
         score = score_genotype(found.genotype, truth).to_dict() if truth is not None else {}
         for selection, retrain_cfg in retrain_cfgs.items():
@@ -354,7 +355,7 @@ def search_and_retrain(
                 "search_seconds": found.search_seconds,
                 "live_edges": len(found.genotype.live_edges()),
                 **score,
-            })  # fmt: skip
+            })
     return pd.DataFrame(rows), genotypes
 
 
@@ -388,7 +389,7 @@ def search_variants(
         "retrain": {k: dataclasses.asdict(c) for k, c in retrain_cfgs.items()},
         "seeds": seeds,
         "truth": truth.to_dict() if truth is not None else None,
-    }))  # fmt: skip
+    }))
     out = Path(out_dir) if out_dir is not None else None
 
     def genotype_path(name: str, seed: int) -> Path:
@@ -399,13 +400,13 @@ def search_variants(
         if json.loads(stored.read_text()) == key:
             frame = pd.read_csv(out / "variants.csv")
             return frame, {name: [Genotype.load(genotype_path(name, s)) for s in seeds]
-                           for name in variants}  # fmt: skip
+                           for name in variants}
 
     frames, genotypes = [], {}
     for name, (supernet_cfg, search_cfg) in variants.items():
         frame, genotypes[name] = search_and_retrain(data, supernet_cfg, search_cfg,
                                                     search_train_cfg, retrain_cfgs, seeds,
-                                                    truth=truth)  # fmt: skip
+                                                    truth=truth)
         frame.insert(0, "variant", name)
         frames.append(frame)
     frame = pd.concat(frames, ignore_index=True)
@@ -420,13 +421,13 @@ def search_variants(
 
 
 def chance_scores(truth, samples: int = 200, seed: int = 0) -> dict[str, float]:
-    """The mean :func:`~optfusion_lab.data.teacher.score_genotype` figures of random genotypes
+    """The mean :func:`~optfusion_lab.models.teacher.score_genotype` figures of random genotypes
     (alpha and beta drawn N(0, 1), on ``truth``'s graph and operations): the chance level of a
     search's score. Draws whose OUT has no live input are not genotypes and are redrawn."""
     import numpy as np
 
-    from .data.teacher import score_genotype
     from .models.genotype import Genotype
+    from .models.teacher import score_genotype
 
     rng = np.random.default_rng(seed)
     graph, ops = truth.graph, truth.operations
@@ -437,7 +438,7 @@ def chance_scores(truth, samples: int = 200, seed: int = 0) -> dict[str, float]:
                 num_fields=truth.num_fields, embed_dim=truth.embed_dim,
                 num_layers=truth.num_layers, shallow=truth.shallow, operations=ops,
                 alpha=rng.normal(size=len(graph.edges)).tolist(),
-                beta=rng.normal(size=(len(graph.fusion_nodes), len(ops))).tolist())  # fmt: skip
+                beta=rng.normal(size=(len(graph.fusion_nodes), len(ops))).tolist())
         except ValueError:  # OUT without a live input
             continue
         scores.append(score_genotype(genotype, truth).to_dict())

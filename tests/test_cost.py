@@ -39,7 +39,7 @@ def test_a_supernet_step_steps_the_architecture_too():
     groups = {g["name"]: g for g in optimizer.param_groups}
     assert groups["architecture"]["lr"] == 0.5
     assert {id(p) for p in groups["architecture"]["params"]} == {
-        id(p) for p in net.arch_parameters()}  # fmt: skip
+        id(p) for p in net.arch_parameters()}
 
 
 def test_step_seconds_trains_the_model(teacher_dir):

@@ -35,7 +35,7 @@ def test_summarize_runs_matches_numpy_per_group():
         "model": ["b", "b", "b", "a"],
         "test_auc": [0.6, 0.7, 0.65, 0.8],
         "test_logloss": [0.5, 0.4, 0.45, 0.3],
-    })  # fmt: skip
+    })
     summary = summarize_runs(frame, "model")
     assert list(summary["model"]) == ["b", "a"]  # order of first appearance
     b = summary.iloc[0]
@@ -77,7 +77,7 @@ def test_train_baselines_gives_one_row_per_model_and_seed(teacher_dir, tmp_path)
     data = prepared_data("teacher", teacher_dir)
     runs = train_baselines(data, ["dnn", "dcn"], [0, 1], epochs=1, device="cpu", threads=1)
     assert list(zip(runs["model"], runs["seed"], strict=True)) == [
-        ("dnn", 0), ("dnn", 1), ("dcn", 0), ("dcn", 1)]  # fmt: skip
+        ("dnn", 0), ("dnn", 1), ("dcn", 0), ("dcn", 1)]
     assert runs["test_auc"].between(0, 1).all()
     assert runs["test_auc"].iloc[0] != runs["test_auc"].iloc[1]  # seeds differ
 
