@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -34,6 +36,7 @@ import pandas as pd
 import plotly.express as px
 import torch
 
+from optfusion_lab.course import write_results
 from optfusion_lab.experiments import (
     baseline_configs,
     design_genotype,
@@ -41,7 +44,6 @@ from optfusion_lab.experiments import (
     summarize_runs,
     train_baselines,
     train_genotypes,
-    write_results,
 )
 from optfusion_lab.models import build_model
 from optfusion_lab.models.genotype import FusionGraph, parallel_edges, stacked_edges
@@ -50,6 +52,7 @@ from optfusion_lab.models.supernet import FusionNetwork
 # %% tags=["parameters"]
 dataset = "criteo"  # criteo, avazu or kdd12: the raw layout, and the embedded sample by default
 data_path = ""  # a raw file of that dataset, such as the full Kaggle train.txt; empty: the sample
+samples_dir = "../data_samples"  # folder of the embedded samples
 output_dir = "../runs/course/02_fusion_baselines"  # everything this notebook writes goes here
 models = ["dnn", "ipnn", "deepfm", "dcn", "xdeepfm", "dcnv2-stacked", "dcnv2-parallel", "edcn"]  # baselines
 seeds = [0, 1, 2]  # one training run per seed; charts show mean ± std over seeds
@@ -65,7 +68,7 @@ auc_margin = 0.02  # better than chance means a mean test AUC above 0.5 plus thi
 torch.set_num_threads(threads)
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
-data = prepared_data(dataset, out / "data" / dataset, data_path or None)
+data = prepared_data(dataset, out / "data" / dataset, data_path or None, samples_dir)
 F, D = data.num_fields, embed_dim
 print(f"{dataset}: {sum(data.meta['num_rows'].values()):,} rows, F = {F} fields, "
       f"{data.num_features:,} features; d = F * D = {F * D}")

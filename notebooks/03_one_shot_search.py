@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -34,13 +36,13 @@ import numpy as np
 import plotly.express as px
 import torch
 
+from optfusion_lab.course import write_results
 from optfusion_lab.data.teacher import TEACHER_SAMPLE
 from optfusion_lab.experiments import (
     chance_scores,
     prepared_data,
     search_configs,
     search_run,
-    write_results,
 )
 from optfusion_lab.fusion import OPERATIONS, MixedFusion, build_operation, straight_through_gate
 from optfusion_lab.models.genotype import Genotype
@@ -49,7 +51,8 @@ from optfusion_lab.models.teacher import TEACHER_GENOTYPE, score_genotype, teach
 
 # %% tags=["parameters"]
 dataset = "teacher"  # teacher: KDD12 layout with a known fusion; or criteo, avazu, kdd12
-data_path = ""  # a raw file of that dataset; empty: the embedded sample
+data_path = ""  # a raw file of that dataset; empty: the embedded sample in samples_dir
+samples_dir = "../data_samples"  # folder of the embedded samples
 output_dir = "../runs/course/03_one_shot_search"  # everything this notebook writes goes here
 seed = 0  # seeds the supernet, the architecture init and the batch order
 preset = "tiny"  # search preset: learning rates, batch size, epochs
@@ -68,7 +71,7 @@ auc_margin = 0.02  # better than chance means a test AUC above 0.5 plus this mar
 torch.set_num_threads(threads)
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
-data = prepared_data(dataset, out / "data" / dataset, data_path or None)
+data = prepared_data(dataset, out / "data" / dataset, data_path or None, samples_dir)
 F = data.num_fields
 supernet_cfg, train_cfg, search_cfg = search_configs(
     preset=preset, embed_dim=embed_dim, num_layers=num_layers, alpha_init=alpha_init,

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -33,6 +35,7 @@ import pandas as pd
 import plotly.express as px
 import torch
 
+from optfusion_lab.course import write_results
 from optfusion_lab.experiments import (
     design_genotype,
     prepared_data,
@@ -42,7 +45,6 @@ from optfusion_lab.experiments import (
     summarize_runs,
     train_baselines,
     train_genotypes,
-    write_results,
 )
 from optfusion_lab.fusion import build_operation
 from optfusion_lab.models.genotype import Genotype
@@ -51,7 +53,8 @@ from optfusion_lab.models.teacher import TEACHER_GENOTYPE
 
 # %% tags=["parameters"]
 dataset = "teacher"  # teacher: KDD12 layout with a known fusion; or criteo, avazu, kdd12
-data_path = ""  # a raw file of that dataset; empty: the embedded sample
+data_path = ""  # a raw file of that dataset; empty: the embedded sample in samples_dir
+samples_dir = "../data_samples"  # folder of the embedded samples
 output_dir = "../runs/course/04_derived_architecture"  # everything this notebook writes goes here
 search_dir = ""  # a search of notebook 03 to reuse if it is the same search; empty: the 03 folder beside output_dir
 seed = 0  # seed of the search, as in notebook 03
@@ -74,7 +77,7 @@ auc_margin = 0.02  # better than chance means a mean test AUC above 0.5 plus thi
 torch.set_num_threads(threads)
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
-data = prepared_data(dataset, out / "data" / dataset, data_path or None)
+data = prepared_data(dataset, out / "data" / dataset, data_path or None, samples_dir)
 F = data.num_fields
 supernet_cfg, train_cfg, search_cfg = search_configs(
     preset=preset, embed_dim=embed_dim, num_layers=num_layers, alpha_init=alpha_init,

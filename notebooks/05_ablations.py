@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -36,6 +38,7 @@ import pandas as pd
 import plotly.express as px
 import torch
 
+from optfusion_lab.course import write_results
 from optfusion_lab.experiments import (
     chance_scores,
     prepared_data,
@@ -43,14 +46,14 @@ from optfusion_lab.experiments import (
     search_configs,
     search_variants,
     summarize_runs,
-    write_results,
 )
 from optfusion_lab.models.teacher import TEACHER_GENOTYPE
 from optfusion_lab.search import stability_summary
 
 # %% tags=["parameters"]
 dataset = "teacher"  # teacher: KDD12 layout with a known fusion; or criteo, avazu, kdd12
-data_path = ""  # a raw file of that dataset; empty: the embedded sample
+data_path = ""  # a raw file of that dataset; empty: the embedded sample in samples_dir
+samples_dir = "../data_samples"  # folder of the embedded samples
 output_dir = "../runs/course/05_ablations"  # everything this notebook writes goes here
 seeds = [0, 1, 2]  # one search and one retraining per seed and variant
 preset = "tiny"  # search preset: learning rates, batch size, epochs
@@ -73,7 +76,7 @@ auc_margin = 0.02  # better than chance means a mean test AUC above 0.5 plus thi
 torch.set_num_threads(threads)
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
-data = prepared_data(dataset, out / "data" / dataset, data_path or None)
+data = prepared_data(dataset, out / "data" / dataset, data_path or None, samples_dir)
 supernet_cfg, train_cfg, search_cfg = search_configs(
     preset=preset, embed_dim=embed_dim, num_layers=num_layers, alpha_init=alpha_init,
     arch_lr=arch_lr, epochs=epochs, batch_size=batch_size, device=device, threads=threads)

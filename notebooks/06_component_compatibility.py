@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -33,6 +35,7 @@ from pathlib import Path
 import plotly.express as px
 import torch
 
+from optfusion_lab.course import write_results
 from optfusion_lab.experiments import (
     chance_scores,
     prepared_data,
@@ -40,14 +43,14 @@ from optfusion_lab.experiments import (
     search_configs,
     search_variants,
     summarize_runs,
-    write_results,
 )
 from optfusion_lab.models.supernet import FusionNetwork, build_block
 from optfusion_lab.models.teacher import TEACHER_GENOTYPE
 
 # %% tags=["parameters"]
 dataset = "teacher"  # teacher: KDD12 layout with a known fusion; or criteo, avazu, kdd12
-data_path = ""  # a raw file of that dataset; empty: the embedded sample
+data_path = ""  # a raw file of that dataset; empty: the embedded sample in samples_dir
+samples_dir = "../data_samples"  # folder of the embedded samples
 output_dir = "../runs/course/06_component_compatibility"  # everything this notebook writes
 shallow_blocks = ["cross", "crossv2", "cin"]  # shallow components to search with
 seeds = [0, 1, 2]  # one search and one retraining per seed and component
@@ -66,7 +69,7 @@ auc_margin = 0.02  # better than chance means a mean test AUC above 0.5 plus thi
 torch.set_num_threads(threads)
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
-data = prepared_data(dataset, out / "data" / dataset, data_path or None)
+data = prepared_data(dataset, out / "data" / dataset, data_path or None, samples_dir)
 F, D = data.num_fields, embed_dim
 d = F * D
 print(f"F = {F}, D = {D}, d = {d}")

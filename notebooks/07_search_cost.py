@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -36,12 +38,14 @@ import plotly.express as px
 import torch
 
 from optfusion_lab.cost import reference_dcn_config, search_cost, supernet_parameters
-from optfusion_lab.experiments import prepared_data, search_configs, write_results
+from optfusion_lab.course import write_results
+from optfusion_lab.experiments import prepared_data, search_configs
 from optfusion_lab.models import build_model
 
 # %% tags=["parameters"]
 dataset = "criteo"  # criteo, avazu, kdd12 or teacher: the data the steps train on
-data_path = ""  # a raw file of that dataset; empty: the embedded sample
+data_path = ""  # a raw file of that dataset; empty: the embedded sample in samples_dir
+samples_dir = "../data_samples"  # folder of the embedded samples
 output_dir = "../runs/course/07_search_cost"  # everything this notebook writes goes here
 embed_dim = 4  # D of the main comparison; every block works at width F times D
 num_layers = 3  # L of the main comparison
@@ -59,7 +63,7 @@ threads = 1  # torch CPU threads
 torch.set_num_threads(threads)
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
-data = prepared_data(dataset, out / "data" / dataset, data_path or None)
+data = prepared_data(dataset, out / "data" / dataset, data_path or None, samples_dir)
 F = data.num_fields
 supernet_cfg = search_configs(embed_dim=embed_dim, num_layers=num_layers)[0]
 timing = {"batch_size": batch_size, "warmup": warmup, "steps": steps, "device": device}

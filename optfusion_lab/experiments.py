@@ -12,7 +12,6 @@ A notebook imports, explains, runs and asserts; whatever it needs twice lives he
   the same seed), as tidy rows.
 - :func:`summarize_runs`: mean, sample std, standard error and count per group of a tidy frame.
 - :func:`design_genotype`: the hand-made stacked and parallel designs as genotypes.
-- :func:`write_results`: the flat ``results.json`` every notebook leaves in its output folder.
 """
 
 from __future__ import annotations
@@ -44,12 +43,13 @@ RUN_COLUMNS = ("seed", "test_auc", "test_logloss", "best_valid_auc", "best_epoch
 # --------------------------------------------------------------------------- data
 
 
-def sample_path(dataset: str) -> Path:
-    """The embedded sample file of ``dataset`` (criteo, avazu, kdd12 or teacher)."""
+def sample_path(dataset: str, samples_dir: str | Path | None = None) -> Path:
+    """The embedded sample file of ``dataset`` (criteo, avazu, kdd12 or teacher) in
+    ``samples_dir`` (default: the repository's ``data_samples/``)."""
     if dataset not in COURSE_DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(COURSE_DATASETS)}")
     name = TEACHER_SAMPLE[0] if dataset == "teacher" else SAMPLES[dataset][0]
-    path = SAMPLES_DIR / name
+    path = Path(samples_dir or SAMPLES_DIR) / name
     if not path.is_file():
         raise FileNotFoundError(f"{path}: embedded sample missing (run `make samples`)")
     return path
@@ -60,13 +60,15 @@ def teacher_genotype_path() -> Path:
     return SAMPLES_DIR / TEACHER_GENOTYPE_FILE
 
 
-def prepared_data(dataset: str, out_dir: str | Path, data_path: str | Path | None = None):
-    """``data_path`` (default: the embedded sample) prepared into ``out_dir``; a PreparedData.
+def prepared_data(dataset: str, out_dir: str | Path, data_path: str | Path | None = None,
+                  samples_dir: str | Path | None = None):
+    """``data_path`` (default: the embedded sample in ``samples_dir``, see :func:`sample_path`)
+    prepared into ``out_dir``; a PreparedData.
 
     ``dataset`` "teacher" is prepared with the KDD12 schema. A second call with the same file
     and options reuses the folder (see :func:`optfusion_lab.data.prepare`).
     """
-    raw = Path(data_path) if data_path else sample_path(dataset)
+    raw = Path(data_path) if data_path else sample_path(dataset, samples_dir)
     schema = "kdd12" if dataset == "teacher" else dataset
     prepare(raw, out_dir, PrepareConfig(schema))
     return PreparedData.open(out_dir)
@@ -443,24 +445,3 @@ def chance_scores(truth, samples: int = 200, seed: int = 0) -> dict[str, float]:
             continue
         scores.append(score_genotype(genotype, truth).to_dict())
     return {key: float(np.mean([s[key] for s in scores])) for key in scores[0]}
-
-
-# --------------------------------------------------------------------------- results
-
-
-def write_results(out_dir: str | Path, results: Mapping[str, object]) -> Path:
-    """Write the flat ``results.json`` of a notebook run (atomically); return its path.
-
-    Values must be plain scalars (numbers, strings, booleans or None): a sweep gathers every
-    run's file into one table with a column per key.
-    """
-    flat = {}
-    for key, value in results.items():
-        if hasattr(value, "item"):  # numpy / torch scalars
-            value = value.item()
-        if value is not None and not isinstance(value, bool | int | float | str):
-            raise TypeError(f"results.json must be flat: {key!r} is a {type(value).__name__}")
-        flat[str(key)] = value
-    path = Path(out_dir) / "results.json"
-    write_json(path, flat)
-    return path

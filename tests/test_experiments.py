@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -18,7 +17,6 @@ from optfusion_lab.experiments import (
     search_run,
     summarize_runs,
     train_baselines,
-    write_results,
 )
 from optfusion_lab.models.genotype import FusionGraph, parallel_edges, stacked_edges
 
@@ -26,6 +24,8 @@ from optfusion_lab.models.genotype import FusionGraph, parallel_edges, stacked_e
 def test_sample_paths_exist_and_unknown_dataset_is_named():
     for dataset in ("criteo", "avazu", "kdd12", "teacher"):
         assert sample_path(dataset).is_file()
+    with pytest.raises(FileNotFoundError, match="elsewhere/criteo_sample.txt.gz"):
+        sample_path("criteo", "elsewhere")
     with pytest.raises(ValueError, match="unknown dataset 'movies'"):
         sample_path("movies")
 
@@ -56,13 +56,6 @@ def test_design_genotypes_are_the_hand_made_designs(design, edges):
     assert all(genotype.choice(n).operation == "add" for n in genotype.live_blocks() if n != "C0")
     with pytest.raises(ValueError, match="unknown design"):
         design_genotype("diagonal", 5, 2)
-
-
-def test_write_results_is_flat_and_rejects_nested_values(tmp_path):
-    path = write_results(tmp_path, {"auc": np.float64(0.7), "n": 3, "name": "dcn", "x": None})
-    assert json.loads(path.read_text()) == {"auc": 0.7, "n": 3, "name": "dcn", "x": None}
-    with pytest.raises(TypeError, match="'per_seed' is a list"):
-        write_results(tmp_path, {"per_seed": [0.7, 0.8]})
 
 
 def test_retrain_config_takes_the_preset_rates():
