@@ -11,7 +11,7 @@ On a synthetic Criteo-shaped dataset (39 fields; the project's generator, cached
      and the architecture optimizer on every batch, as the one-shot search does,
    - the supernet with ``att-lite`` (ATT with a rank-32 bottleneck, an option of ours) for ATT,
    - the supernet restricted to the cheap operations (ADD, PROD).
-2. Search cost: wall seconds of ``optfusion_lab.search`` (to the genotype, validation
+2. Search cost: wall seconds of ``optfusion_lab.fusion_search.search`` (to the genotype, validation
    included) against ``optfusion_lab.train.fit`` of the DCN for the same number of epochs (early
    stopping off, so every epoch runs), and the same for the cheap supernet.
 3. Parameter shares of the supernet: embedding, blocks, CONCAT and ATT operations, output, at the

@@ -47,8 +47,8 @@ from optfusion_lab.experiments import (
     search_variants,
     summarize_runs,
 )
+from optfusion_lab.fusion_search import stability_summary
 from optfusion_lab.models.teacher import TEACHER_GENOTYPE
-from optfusion_lab.search import stability_summary
 
 # %% tags=["parameters"]
 dataset = "teacher"  # teacher: KDD12 layout with a known fusion; or criteo, avazu, kdd12

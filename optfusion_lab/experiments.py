@@ -142,7 +142,7 @@ def train_genotypes(
     """Train the derived model of every genotype (name -> Genotype) once per seed, from scratch
     or warm-started from a supernet state dict; one row per (model, seed), as
     :func:`train_baselines`."""
-    from .search import retrain
+    from .fusion_search import retrain
 
     frames = []
     for name, genotype in genotypes.items():
@@ -220,9 +220,9 @@ def search_configs(
 ):
     """(SupernetConfig, TrainConfig, SearchConfig) of a search from the search ``preset``
     (see :data:`optfusion_lab.presets.SEARCH_PRESETS`); None keeps the preset's value."""
+    from .fusion_search import SearchConfig
     from .models.supernet import SupernetConfig
     from .presets import get_search_preset
-    from .search import SearchConfig
     from .train import TrainConfig
 
     p = get_search_preset(preset)
@@ -278,7 +278,8 @@ class SearchRun:
 
 
 def read_search_run(out_dir: str | Path, reused: bool = True) -> SearchRun:
-    """The search run written in ``out_dir`` by :func:`optfusion_lab.search.write_search_run`."""
+    """The search run written in ``out_dir`` by
+    :func:`optfusion_lab.fusion_search.write_search_run`."""
     from .models.genotype import Genotype
 
     out = Path(out_dir)
@@ -304,7 +305,7 @@ def search_run(
     """The search of these settings: read back from the first of ``reuse_from`` and ``out_dir``
     that holds it (same data and options: the search fingerprint); otherwise run and written
     into ``out_dir``. So a notebook reads what an earlier one wrote, or recomputes it."""
-    from .search import search, search_fingerprint, write_search_run
+    from .fusion_search import search, search_fingerprint, write_search_run
 
     out = Path(out_dir)
     fingerprint = search_fingerprint(data, supernet_cfg, train_cfg, search_cfg)
@@ -337,8 +338,8 @@ def search_and_retrain(
     ``test_auc`` / ``test_logloss``, ``search_seconds``, the number of live edges and, with
     ``truth`` (a Genotype), the :func:`~optfusion_lab.models.teacher.score_genotype` figures.
     """
+    from .fusion_search import retrain, search
     from .models.teacher import score_genotype
-    from .search import retrain, search
 
     rows, genotypes = [], []
     for seed in seeds:
