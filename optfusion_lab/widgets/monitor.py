@@ -555,16 +555,22 @@ class _LiveView:
                                      "state so far is kept")
         self.button.add_class("optfusion-stop")
         self.button.on_click(lambda _: monitor.stop("Stop button"))
-        self.alpha_box = widgets.Box(layout=widgets.Layout(width="100%"))
-        self.operations_box = widgets.Box(layout=widgets.Layout(width="100%"))
-        self.metrics_box = widgets.Box(layout=widgets.Layout(width="100%"))
+        import plotly.graph_objects as go
+
+        # Created once, here (the first FigureWidget of a process takes seconds to set up):
+        # a redraw changes their data, a new structure replaces their traces and layout.
+        self.alpha = go.FigureWidget(layout={"height": 40})
+        self.operations = go.FigureWidget(layout={"height": 40})
+        self.metrics = go.FigureWidget(layout={"height": 40})
+        self.figures = {"alpha": self.alpha, "operations": self.operations,
+                        "metrics": self.metrics}
+        self.boxes = {name: widgets.Box([fig], layout=widgets.Layout(width="100%", display="none"))
+                      for name, fig in self.figures.items()}
         self.box = widgets.VBox([
-            widgets.HBox([self.button, self.progress, self.status]),
-            self.alpha_box, self.operations_box, self.metrics_box,
+            widgets.HBox([self.button, self.progress, self.status]), *self.boxes.values(),
         ])
         self.box.add_class("optfusion-monitor")
-        self.structure: tuple = ()
-        self.alpha = self.operations = self.metrics = None
+        self.structure: tuple | None = None
         self.boundaries = 0
         self.drawn_version = -1
 
@@ -585,34 +591,31 @@ class _LiveView:
         if monitor.version == self.drawn_version:
             return
         self.drawn_version = monitor.version
-        import plotly.graph_objects as go
-
         rebuild = (monitor.structure != self.structure
                    or len(monitor.boundaries) != self.boundaries)
-        if rebuild:  # new lines or new boundary marks: new figures (rare)
+        if rebuild:  # new lines or new boundary marks: new traces and layout (rare)
             self.structure, self.boundaries = monitor.structure, len(monitor.boundaries)
             figures = monitor.figures()
-            self.alpha = go.FigureWidget(figures["alpha"]) if "alpha" in figures else None
-            self.operations = (go.FigureWidget(figures["operations"])
-                               if "operations" in figures else None)
-            self.metrics = go.FigureWidget(figures["metrics"])
-            self.alpha_box.children = [self.alpha] if self.alpha is not None else []
-            self.operations_box.children = [self.operations] if self.operations else []
-            self.metrics_box.children = [self.metrics]
+            for name, widget in self.figures.items():
+                shown = name in figures
+                self.boxes[name].layout.display = None if shown else "none"
+                if shown:
+                    widget.data = ()
+                    widget.layout = figures[name].layout
+                    widget.add_traces(list(figures[name].data))
             return
-        if self.alpha is not None and monitor.alpha is not None:
+        if monitor.alpha is not None and self.alpha.data:
             _restyle(self.alpha, *monitor.alpha.arrays())
-        if self.operations is not None and monitor.weights is not None:
+        if monitor.weights is not None and self.operations.data:
             _restyle(self.operations, *monitor.weights.arrays())
-        if self.metrics is not None:
-            steps, losses = monitor.losses.arrays()
-            epochs = monitor.epochs
-            with self.metrics.batch_update():
-                loss, epoch_loss, auc = self.metrics.data[:3]
-                loss.x, loss.y = steps, losses[:, 0]
-                epoch_loss.x = auc.x = [e["step"] for e in epochs]
-                epoch_loss.y = [e["train_loss"] for e in epochs]
-                auc.y = [e["valid_auc"] for e in epochs]
+        steps, losses = monitor.losses.arrays()
+        epochs = monitor.epochs
+        with self.metrics.batch_update():
+            loss, epoch_loss, auc = self.metrics.data[:3]
+            loss.x, loss.y = steps, losses[:, 0]
+            epoch_loss.x = auc.x = [e["step"] for e in epochs]
+            epoch_loss.y = [e["train_loss"] for e in epochs]
+            auc.y = [e["valid_auc"] for e in epochs]
 
 
 def _restyle(figure, steps: np.ndarray, values: np.ndarray) -> None:
