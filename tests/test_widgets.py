@@ -57,21 +57,21 @@ def test_live_handlers_update_the_figure_data_without_a_browser():
         with torch.no_grad():
             net.alpha.fill_(0.1 * step)
         monitor.on_step(TrainState(net, epoch=1, step=step, steps_per_epoch=10))
-    alpha_traces = view.alpha.data
+    alpha_traces = view.figures['alpha'].data
     assert len(alpha_traces) == len(net.graph.edges)
     assert list(alpha_traces[0].x) == [2, 4, 6]
     assert np.allclose(alpha_traces[-1].y, [0.2, 0.4, 0.6])
     nodes, ops = len(net.graph.fusion_nodes), len(net.cfg.operations)
-    assert len(view.operations.data) == nodes * ops
-    last = np.array([trace.y[-1] for trace in view.operations.data]).reshape(nodes, ops)
+    assert len(view.figures['operations'].data) == nodes * ops
+    last = np.array([trace.y[-1] for trace in view.figures['operations'].data]).reshape(nodes, ops)
     assert np.allclose(last.sum(axis=1), 1.0)  # each node's softmax(beta)
     assert "step 6" in view.status.value and view.progress.value == pytest.approx(0.6)
 
     monitor.on_epoch_end(TrainState(net, epoch=1, step=6, steps_per_epoch=10, train_loss=0.5,
                                     valid_auc=0.71, best_epoch=1, best_valid_auc=0.71))
-    auc = view.metrics.data[2]
+    auc = view.figures['metrics'].data[2]
     assert list(auc.y) == [0.71] and list(auc.x) == [6]
-    assert list(view.alpha.data[0].x) == [2, 4, 6, 6]  # the epoch-end snapshot too
+    assert list(view.figures['alpha'].data[0].x) == [2, 4, 6, 6]  # the epoch-end snapshot too
     assert "valid AUC 0.7100" in view.status.value
 
 
@@ -81,10 +81,10 @@ def test_redraws_are_throttled_but_the_data_is_kept():
     view = monitor._live_view()
     for step in range(1, 4):
         monitor.on_step(TrainState(net, epoch=1, step=step, steps_per_epoch=10))
-    assert list(view.alpha.data[0].x) == [1]  # drawn at the first step only
+    assert list(view.figures['alpha'].data[0].x) == [1]  # drawn at the first step only
     assert monitor.alpha.offered == 3
     monitor.maybe_draw(force=True)
-    assert list(view.alpha.data[0].x) == [1, 2, 3]
+    assert list(view.figures['alpha'].data[0].x) == [1, 2, 3]
 
 
 def test_stop_button_asks_the_loop_to_stop_at_the_next_step():

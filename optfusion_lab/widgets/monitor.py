@@ -557,15 +557,10 @@ class _LiveView:
         self.button.on_click(lambda _: monitor.stop("Stop button"))
         import plotly.graph_objects as go
 
-        # Created once, here (the first FigureWidget of a process takes seconds to set up):
-        # a redraw changes their data, a new structure replaces their traces and layout.
-        self.alpha = go.FigureWidget(layout={"height": 40})
-        self.operations = go.FigureWidget(layout={"height": 40})
-        self.metrics = go.FigureWidget(layout={"height": 40})
-        self.figures = {"alpha": self.alpha, "operations": self.operations,
-                        "metrics": self.metrics}
-        self.boxes = {name: widgets.Box([fig], layout=widgets.Layout(width="100%", display="none"))
-                      for name, fig in self.figures.items()}
+        go.FigureWidget()  # the first FigureWidget of a process takes seconds: pay it here
+        self.figures: dict = {}  # name -> FigureWidget, created when the lines are known
+        self.boxes = {name: widgets.Box(layout=widgets.Layout(width="100%"))
+                      for name in ("alpha", "operations", "metrics")}
         self.box = widgets.VBox([
             widgets.HBox([self.button, self.progress, self.status]), *self.boxes.values(),
         ])
@@ -593,25 +588,23 @@ class _LiveView:
         self.drawn_version = monitor.version
         rebuild = (monitor.structure != self.structure
                    or len(monitor.boundaries) != self.boundaries)
-        if rebuild:  # new lines or new boundary marks: new traces and layout (rare)
+        if rebuild:  # new lines or new boundary marks: new figures (rare)
+            import plotly.graph_objects as go
+
             self.structure, self.boundaries = monitor.structure, len(monitor.boundaries)
-            figures = monitor.figures()
-            for name, widget in self.figures.items():
-                shown = name in figures
-                self.boxes[name].layout.display = None if shown else "none"
-                if shown:
-                    widget.data = ()
-                    widget.layout = figures[name].layout
-                    widget.add_traces(list(figures[name].data))
+            self.figures = {name: go.FigureWidget(fig) for name, fig in monitor.figures().items()}
+            for name, box in self.boxes.items():
+                box.children = [self.figures[name]] if name in self.figures else []
             return
-        if monitor.alpha is not None and self.alpha.data:
-            _restyle(self.alpha, *monitor.alpha.arrays())
-        if monitor.weights is not None and self.operations.data:
-            _restyle(self.operations, *monitor.weights.arrays())
+        if monitor.alpha is not None and "alpha" in self.figures:
+            _restyle(self.figures["alpha"], *monitor.alpha.arrays())
+        if monitor.weights is not None and "operations" in self.figures:
+            _restyle(self.figures["operations"], *monitor.weights.arrays())
         steps, losses = monitor.losses.arrays()
         epochs = monitor.epochs
-        with self.metrics.batch_update():
-            loss, epoch_loss, auc = self.metrics.data[:3]
+        metrics = self.figures["metrics"]
+        with metrics.batch_update():
+            loss, epoch_loss, auc = metrics.data[:3]
             loss.x, loss.y = steps, losses[:, 0]
             epoch_loss.x = auc.x = [e["step"] for e in epochs]
             epoch_loss.y = [e["train_loss"] for e in epochs]
