@@ -125,6 +125,28 @@ def architecture_of(model) -> tuple[tuple, np.ndarray | None, np.ndarray | None]
     return structure, alpha, weights
 
 
+def structure_of_arguments(args: tuple, kwargs: dict) -> tuple:
+    """The lines a run will plot, when its arguments tell (a supernet or its config, and a
+    search config): ``(edges, fusion nodes, operations)``, or ``()``."""
+    from ..models.genotype import FusionGraph
+    from ..models.supernet import FusionNetwork, SupernetConfig
+    from ..search import SearchConfig
+
+    values = [*args, *kwargs.values()]
+    for value in values:
+        if isinstance(value, FusionNetwork) and value.mode in ("search", "fixed-edges"):
+            graph = value.graph
+            edges = tuple(graph.edges) if value.mode == "search" else ()
+            return edges, tuple(graph.fusion_nodes), tuple(value.cfg.operations)
+    cfg = next((v for v in values if isinstance(v, SupernetConfig)), None)
+    if cfg is None:
+        return ()
+    search_cfg = next((v for v in values if isinstance(v, SearchConfig)), SearchConfig())
+    graph = FusionGraph(cfg.num_layers)
+    edges = tuple(graph.edges) if search_cfg.design is None else ()
+    return edges, tuple(graph.fusion_nodes), tuple(cfg.operations)
+
+
 class LiveMonitor(Callback):
     """Plots of a search or training run that move while it runs, with a Stop button.
 
@@ -193,8 +215,6 @@ class LiveMonitor(Callback):
         self._last_draw = -np.inf
         self._stop.clear()
         self.version = 0  # bumped by every change a redraw would show
-        if self._view is not None:
-            self._view.draw(self)
 
     @property
     def stop_requested(self) -> bool:
@@ -280,15 +300,20 @@ class LiveMonitor(Callback):
 
     # ------------------------------------------------------------ data (also fed by watch)
 
-    def add_architecture(self, step: float, structure: tuple, alpha, weights) -> None:
-        """One snapshot: alpha per edge and operation weights (node-major) at ``step``."""
-        if not structure:
-            return
-        if structure != self.structure:  # first snapshot, or another graph: new lines
+    def expect(self, structure: tuple) -> None:
+        """Set up the lines of ``(edges, fusion nodes, operations)`` before any snapshot."""
+        if structure and structure != self.structure:
             self.structure = structure
             edges, nodes, operations = structure
             self.alpha = SnapshotBuffer(len(edges), self.capacity) if edges else None
             self.weights = SnapshotBuffer(len(nodes) * len(operations), self.capacity)
+            self.version += 1
+
+    def add_architecture(self, step: float, structure: tuple, alpha, weights) -> None:
+        """One snapshot: alpha per edge and operation weights (node-major) at ``step``."""
+        if not structure:
+            return
+        self.expect(structure)  # first snapshot, or another graph: new lines
         if self.alpha is not None and alpha is not None:
             self.alpha.append(step, alpha)
         if weights is not None:
@@ -346,10 +371,10 @@ class LiveMonitor(Callback):
         figures = {}
         if self.structure:
             edges, nodes, operations = self.structure
-            if self.alpha is not None and self.alpha.offered:
+            if self.alpha is not None:
                 figures["alpha"] = alpha_figure(*self.alpha.arrays(max_points), edges,
                                                 self.boundaries)
-            if self.weights is not None and self.weights.offered:
+            if self.weights is not None:
                 figures["operations"] = operation_figure(*self.weights.arrays(max_points), nodes,
                                                          operations, self.boundaries)
         loss_steps, losses = self.losses.arrays(max_points)
@@ -411,8 +436,12 @@ class LiveMonitor(Callback):
             self.reset()
             handle = RunHandle(self, name)
             self.handle = _ACTIVE = handle
+        # Lines known from the arguments are drawn now, from this thread, before the run; the
+        # run thread then only moves points (see _LiveView).
+        self.expect(structure_of_arguments(args, kwargs))
         if self.live:
             self._show_once()
+            self._view.draw(self)
             thread = threading.Thread(target=handle._run, args=(run, args, kwargs),
                                       name=f"optfusion-{name}", daemon=True)
             handle._thread = thread
@@ -547,6 +576,8 @@ class _LiveView:
         import ipywidgets as widgets
 
         self.widgets = widgets
+        import plotly.graph_objects as go
+
         self.status = widgets.HTML()
         self.progress = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, description="epoch",
                                               layout=widgets.Layout(width="260px"))
@@ -555,18 +586,24 @@ class _LiveView:
                                      "state so far is kept")
         self.button.add_class("optfusion-stop")
         self.button.on_click(lambda _: monitor.stop("Stop button"))
-        import plotly.graph_objects as go
 
-        go.FigureWidget()  # the first FigureWidget of a process takes seconds: pay it here
-        self.figures: dict = {}  # name -> FigureWidget, created when the lines are known
-        self.boxes = {name: widgets.Box(layout=widgets.Layout(width="100%"))
-                      for name in ("alpha", "operations", "metrics")}
+        # The figures are created here, on the thread that displays the panel, with the lines
+        # known so far (start() knows them from the run's arguments); a run then sends them
+        # new points. (A FigureWidget created, or given new traces, while a run goes may be
+        # drawn before its data reaches the page, and then stays empty.)
+        placeholder = {"height": 30, "margin": {"t": 0, "b": 0}}
+        figures = monitor.figures()
+        self.figures = {name: go.FigureWidget(figures.get(name, go.Figure(layout=placeholder)))
+                        for name in ("alpha", "operations", "metrics")}
+        self.structure, self.boundaries = monitor.structure, len(monitor.boundaries)
+        # VBox, not Box: in a row a figure shrinks to its content, and a plot whose legend
+        # takes all the width fails to draw.
+        self.boxes = {name: widgets.VBox([fig], layout=widgets.Layout(width="100%"))
+                      for name, fig in self.figures.items()}
         self.box = widgets.VBox([
             widgets.HBox([self.button, self.progress, self.status]), *self.boxes.values(),
         ])
         self.box.add_class("optfusion-monitor")
-        self.structure: tuple | None = None
-        self.boundaries = 0
         self.drawn_version = -1
 
     def draw_status(self, monitor: LiveMonitor) -> None:
@@ -588,18 +625,20 @@ class _LiveView:
         self.drawn_version = monitor.version
         rebuild = (monitor.structure != self.structure
                    or len(monitor.boundaries) != self.boundaries)
-        if rebuild:  # new lines or new boundary marks: new figures (rare)
-            import plotly.graph_objects as go
-
+        if rebuild:  # new lines or new boundary marks: new traces and layout (rare)
             self.structure, self.boundaries = monitor.structure, len(monitor.boundaries)
-            self.figures = {name: go.FigureWidget(fig) for name, fig in monitor.figures().items()}
-            for name, box in self.boxes.items():
-                box.children = [self.figures[name]] if name in self.figures else []
+            for name, fig in monitor.figures().items():
+                widget = self.figures[name]
+                widget.data = ()
+                widget.layout = fig.layout
+                widget.add_traces(list(fig.data))
             return
-        if monitor.alpha is not None and "alpha" in self.figures:
+        if monitor.alpha is not None and self.ready("alpha"):
             _restyle(self.figures["alpha"], *monitor.alpha.arrays())
-        if monitor.weights is not None and "operations" in self.figures:
+        if monitor.weights is not None and self.ready("operations"):
             _restyle(self.figures["operations"], *monitor.weights.arrays())
+        if not self.ready("metrics"):
+            return
         steps, losses = monitor.losses.arrays()
         epochs = monitor.epochs
         metrics = self.figures["metrics"]
@@ -609,6 +648,11 @@ class _LiveView:
             epoch_loss.x = auc.x = [e["step"] for e in epochs]
             epoch_loss.y = [e["train_loss"] for e in epochs]
             auc.y = [e["valid_auc"] for e in epochs]
+
+
+    def ready(self, name: str) -> bool:
+        """Whether figure ``name`` has its lines (a structure was drawn)."""
+        return len(self.figures[name].data) > 0
 
 
 def _restyle(figure, steps: np.ndarray, values: np.ndarray) -> None:
