@@ -593,7 +593,7 @@ class _LiveView:
         # drawn before its data reaches the page, and then stays empty.)
         placeholder = {"height": 30, "margin": {"t": 0, "b": 0}}
         figures = monitor.figures()
-        self.figures = {name: go.FigureWidget(figures.get(name, go.Figure(layout=placeholder)))
+        self.figures = {name: figure_widget(figures.get(name, go.Figure(layout=placeholder)))
                         for name in ("alpha", "operations", "metrics")}
         self.structure, self.boundaries = monitor.structure, len(monitor.boundaries)
         # VBox, not Box: in a row a figure shrinks to its content, and a plot whose legend
@@ -651,8 +651,30 @@ class _LiveView:
 
 
     def ready(self, name: str) -> bool:
-        """Whether figure ``name`` has its lines (a structure was drawn)."""
-        return len(self.figures[name].data) > 0
+        """Whether figure ``name`` has its lines (may get new points)."""
+        figure = self.figures.get(name)
+        return figure is not None and len(figure.data) > 0
+
+
+def figure_widget(figure):
+    """A plotly ``FigureWidget`` of ``figure`` whose first message to the page holds its data.
+
+    plotly's FigureWidget opens its channel to the page before it sets its data and layout, and
+    sends them in a second message. While the page still loads the widget's JavaScript (the
+    first FigureWidget of a page: seconds on a busy machine) that second message can be lost,
+    and the plot stays empty. Here the channel opens once the data and layout are set.
+    """
+    import plotly.graph_objects as go
+
+    class OneMessageFigureWidget(go.FigureWidget):
+        def open(self):
+            if getattr(self, "_state_complete", False):
+                super().open()
+
+    widget = OneMessageFigureWidget(figure)
+    widget._state_complete = True
+    widget.open()
+    return widget
 
 
 def _restyle(figure, steps: np.ndarray, values: np.ndarray) -> None:
