@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from optfusion_lab.data.dataset import PreparedData
+from optfusion_lab.fusion_search import SearchConfig, search
 from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig
-from optfusion_lab.search import SearchConfig, search
 from optfusion_lab.train import Callback, TrainConfig, TrainState
 from optfusion_lab.widgets import (
     LiveMonitor,

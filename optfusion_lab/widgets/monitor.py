@@ -128,9 +128,9 @@ def architecture_of(model) -> tuple[tuple, np.ndarray | None, np.ndarray | None]
 def structure_of_arguments(args: tuple, kwargs: dict) -> tuple:
     """The lines a run will plot, when its arguments tell (a supernet or its config, and a
     search config): ``(edges, fusion nodes, operations)``, or ``()``."""
+    from ..fusion_search import SearchConfig
     from ..models.genotype import FusionGraph
     from ..models.supernet import FusionNetwork, SupernetConfig
-    from ..search import SearchConfig
 
     values = [*args, *kwargs.values()]
     for value in values:
