@@ -44,3 +44,7 @@ SELECTIONS: tuple[str, ...] = ("hard", "soft")
 # Device choices: auto picks cuda when available.
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
+
+# Initialisations of beta (optfusion_lab.models.supernet.SupernetConfig.beta_init): per-node
+# Xavier normal (the reference), all zeros (equal operation weights), N(0, std).
+BETA_INITS: tuple[str, ...] = ("xavier", "uniform", "normal")

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from .names import ALGORITHMS, DESIGNS, OPERATIONS, SELECTIONS, SHALLOW_BLOCKS
+from .names import ALGORITHMS, BETA_INITS, DESIGNS, OPERATIONS, SELECTIONS, SHALLOW_BLOCKS
 from .presets import SEARCH_PRESETS
 from .train_cli import DEFAULT_SEEDS, _plain_arguments, add_loop_arguments, format_train_summary
 
@@ -46,7 +46,14 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
                    "(rank-32 attention nets) for large d")
     p.add_argument("--design", choices=DESIGNS,
                    help="fix the edges to a hand-made design and learn the operations only")
-    p.add_argument("--alpha-init", type=float, default=0.5, metavar="X")
+    p.add_argument("--alpha-init", type=float, default=0.5, metavar="X",
+                   help="every edge's alpha starts at X (default 0.5, the reference: all on)")
+    p.add_argument("--beta-init", choices=BETA_INITS, default="xavier",
+                   help="xavier: each node's beta row Xavier normal, std sqrt(2/(1+ops)) (the "
+                   "reference, default); uniform: equal operation weights; normal: N(0, "
+                   "--beta-init-std)")
+    p.add_argument("--beta-init-std", type=float, default=0.1, metavar="X",
+                   help="std of --beta-init normal (default 0.1)")
     p.add_argument("--arch-lr", type=float, metavar="X", help="Adam lr of alpha and beta")
     p.add_argument("--history-every", type=int, default=20, metavar="N",
                    help="record alpha/beta every N steps (default 20)")
@@ -123,6 +130,8 @@ def run_search(args: argparse.Namespace) -> int:
         shallow=args.shallow,
         operations=operations,
         alpha_init=args.alpha_init,
+        beta_init=args.beta_init,
+        beta_init_std=args.beta_init_std,
     )
     base = TrainConfig(batch_size=preset.batch_size, epochs=preset.epochs, seed=args.seed,
                        lr_emb=preset.lr, lr_nn=preset.lr, l2_emb=preset.l2,

@@ -14,7 +14,12 @@ from optfusion_lab.models.genotype import (
     parallel_edges,
     stacked_edges,
 )
-from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig, supernet_state_for
+from optfusion_lab.models.supernet import (
+    FusionNetwork,
+    SupernetConfig,
+    init_beta,
+    supernet_state_for,
+)
 
 F, D, N = 5, 3, 60
 
@@ -70,6 +75,33 @@ def test_arch_and_weight_parameters_partition_parameters(mode):
     assert net.beta.shape == (7, 4)
     if mode == "search":
         assert torch.all(net.alpha == 0.5) and net.alpha.shape == (33,)
+
+
+@pytest.mark.parametrize(("ops", "std"), [(4, (2 / 5) ** 0.5), (2, (2 / 3) ** 0.5)])
+def test_beta_rows_are_xavier_normal_per_node_as_in_the_reference(ops, std):
+    cfg = SupernetConfig(operations=OPERATIONS[:ops])
+    beta = torch.empty(4000, ops)  # many nodes: the std of one row must not depend on their number
+    torch.manual_seed(0)
+    init_beta(beta, cfg)
+    assert abs(beta.std().item() - std) < 0.02  # Xavier of a (1, ops) tensor: sqrt(2 / (1 + ops))
+    for num_layers in (1, 6):  # the supernet draws the same way for any L
+        net = supernet(0, num_layers=num_layers, operations=OPERATIONS[:ops])
+        assert net.beta.shape == (2 * num_layers + 1, ops)
+
+
+def test_alpha_and_beta_initialisation_options():
+    net = supernet(0, alpha_init=-0.25, beta_init="uniform")
+    assert torch.all(net.alpha == -0.25) and torch.all(net.beta == 0)
+    assert torch.allclose(net.operation_weights(), torch.full((7, 4), 0.25))
+    beta = torch.empty(4000, 4)
+    init_beta(beta, SupernetConfig(beta_init="normal", beta_init_std=0.05))
+    assert abs(beta.std().item() - 0.05) < 0.003
+    with pytest.raises(ValueError, match="unknown beta_init 'he'"):
+        SupernetConfig(beta_init="he")
+    with pytest.raises(ValueError, match="beta_init_std must be > 0"):
+        SupernetConfig(beta_init="normal", beta_init_std=0.0)
+    with pytest.raises(ValueError, match="alpha_init must be a finite number"):
+        SupernetConfig(alpha_init=float("nan"))
 
 
 def test_straight_through_gate_forward_and_backward():

@@ -1,6 +1,12 @@
 """Fusion operations (ADD, PROD, CONCAT, ATT), the mixed fusion node and the edge gate."""
 
-from optfusion_lab.fusion.mixed import MixedFusion, StraightThroughGate, straight_through_gate
+from optfusion_lab.fusion.gates import (
+    StraightThroughGate,
+    StraightThroughMask,
+    straight_through_gate,
+    straight_through_mask,
+)
+from optfusion_lab.fusion.mixed import MixedFusion
 from optfusion_lab.fusion.ops import (
     OPERATION_CLASSES,
     OPERATIONS,
@@ -26,8 +32,10 @@ __all__ = [
     "MixedFusion",
     "ProdFusion",
     "StraightThroughGate",
+    "StraightThroughMask",
     "build_operation",
     "stack_inputs",
     "straight_through_gate",
+    "straight_through_mask",
     "validate_operation",
 ]

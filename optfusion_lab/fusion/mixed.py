@@ -1,10 +1,11 @@
-"""The mixed fusion node of the supernet and the straight-through edge gate."""
+"""The mixed fusion node of the supernet."""
 
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from optfusion_lab.fusion.gates import straight_through_mask
 from optfusion_lab.fusion.ops import OPERATIONS, build_operation, gate_inputs
 
 
@@ -12,9 +13,11 @@ class MixedFusion(nn.Module):
     """Search-mode fusion node: ``sum_o weights[o] * op_o(inputs, gates)``.
 
     The mixing weights (e.g. ``softmax(beta)``) are an argument of ``forward``, not a parameter,
-    so the architecture parameters live with their owner (the supernet). ``weights[o]`` belongs to
-    ``operations[o]``. Every operation is evaluated, even one with weight 0 (checking a weight's
-    value would force a device sync); a derived model builds only the operations it keeps.
+    so the architecture parameters live with their owner (the supernet); ``sources_fed`` marks
+    inputs whose source is dead (see :func:`~optfusion_lab.fusion.ops.gate_inputs`).
+    ``weights[o]`` belongs to ``operations[o]``. Every operation is evaluated, even one with
+    weight 0 (checking a weight's value would force a device sync); a derived model builds only
+    the operations it keeps.
     """
 
     def __init__(self, num_inputs: int, dim: int, operations: Sequence[str] = OPERATIONS):
@@ -34,31 +37,15 @@ class MixedFusion(nn.Module):
         inputs: torch.Tensor | Sequence[torch.Tensor],
         gates: torch.Tensor,
         weights: torch.Tensor,
+        sources_fed: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if weights.shape != (len(self.operations),):
             raise ValueError(
                 f"expected weights of shape ({len(self.operations)},), got {tuple(weights.shape)}"
             )
         # Gate once for all operations: (k, B, d) inputs times their 0/1 gates.
-        gated, g, any_active = gate_inputs(inputs, gates, self.num_inputs, self.dim)
+        gated, g, any_active = gate_inputs(inputs, gates, self.num_inputs, self.dim, sources_fed)
         out = 0
         for w, op in zip(weights, self.ops.values(), strict=True):
             out = out + w * op.fuse(gated, g)  # (B, d)
-        return out * any_active
-
-
-class StraightThroughGate(torch.autograd.Function):
-    """Edge gate: forward ``1[alpha > 0]`` (exactly 0.0 or 1.0), backward identity."""
-
-    @staticmethod
-    def forward(ctx, alpha: torch.Tensor) -> torch.Tensor:
-        return (alpha > 0).to(alpha.dtype)
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
-        return grad_output
-
-
-def straight_through_gate(alpha: torch.Tensor) -> torch.Tensor:
-    """``StraightThroughGate.apply(alpha)``: hard 0/1 gates whose gradient reaches ``alpha``."""
-    return StraightThroughGate.apply(alpha)
+        return straight_through_mask(out, any_active)  # zeros if no input is active

@@ -3,11 +3,15 @@
 Every operation has the same call: ``op(inputs, gates) -> (B, d)`` where
 
 - ``inputs`` is a tensor (k, B, d) or a list of k tensors (B, d);
-- ``gates`` is a tensor (k,) of 0/1 values, possibly straight-through (float, with gradient).
+- ``gates`` is a tensor (k,) of 0/1 values, possibly straight-through (float, with gradient);
+- ``sources_fed`` (optional, the supernet's) is a tensor (k,) of 0/1 constants: an input from a
+  source that is not fed counts as inactive.
 
 The gating is defined once, in ``FusionOp.forward``: input j enters as ``g_j * x_j``, the
 operation's own formula (``fuse``) is applied to these gated inputs, and a node with no active
-input outputs zeros under every operation.
+input outputs zeros under every operation. Those zeros are a straight-through mask
+(:func:`~optfusion_lab.fusion.gates.straight_through_mask`): the gradient still reaches the gates
+as if an input were active, so a node whose inputs are all off can switch one back on.
 """
 
 from collections.abc import Sequence
@@ -15,6 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from optfusion_lab.fusion.gates import straight_through_mask
 from optfusion_lab.names import OPERATIONS  # noqa: F401 (re-exported)
 
 # OPERATIONS: the paper's candidate operations, in the order of beta's columns (the default
@@ -29,12 +34,20 @@ def stack_inputs(inputs: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def gate_inputs(
-    inputs: torch.Tensor | Sequence[torch.Tensor], gates: torch.Tensor, num_inputs: int, dim: int
+    inputs: torch.Tensor | Sequence[torch.Tensor],
+    gates: torch.Tensor,
+    num_inputs: int,
+    dim: int,
+    sources_fed: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Check shapes and gate the inputs once: (``g_j * x_j`` (k, B, d), gates, any-active flag).
 
-    The flag is 1 if any input is active, else 0, as a constant for autograd (no gradient to the
-    gates through it). A mixed node gates once and shares the result among its operations.
+    ``sources_fed`` (k,) 0/1 (optional, a constant): an input whose source is not fed counts as
+    inactive, i.e. its gate is 0 in the forward pass. Like the any-active flag (1 if any input is
+    active, else 0) it is applied with :func:`straight_through_mask`, so neither ever blocks a
+    gradient: the gates and the inputs get theirs as if every source were fed. The returned gates
+    are the effective ones (forward ``g_j * fed_j``). A mixed node gates once and shares the
+    result among its operations.
     """
     x = stack_inputs(inputs)  # (k, B, d)
     if x.dim() != 3 or x.shape[0] != num_inputs or x.shape[2] != dim:
@@ -43,12 +56,20 @@ def gate_inputs(
         raise ValueError(f"expected gates of shape ({num_inputs},), got {tuple(gates.shape)}")
     g = gates.to(x.dtype)  # (k,)
     gated = x * g.view(-1, 1, 1)  # (k, B, d): g_j * x_j
+    if sources_fed is not None:
+        if sources_fed.shape != (num_inputs,):
+            raise ValueError(f"expected sources_fed of shape ({num_inputs},), "
+                             f"got {tuple(sources_fed.shape)}")  # fmt: skip
+        fed = sources_fed.to(x.dtype)  # (k,)
+        gated = straight_through_mask(gated, fed.view(-1, 1, 1))  # (k, B, d)
+        g = straight_through_mask(g, fed)  # (k,) effective gates
     any_active = (g.detach() != 0).any().to(x.dtype)
     return gated, g, any_active
 
 
 class FusionOp(nn.Module):
-    """Base class: gate the inputs, apply ``fuse``, output zeros when no gate is active."""
+    """Base class: gate the inputs, apply ``fuse``, output zeros when no gate is active (with a
+    straight-through backward, see the module docstring)."""
 
     def __init__(self, num_inputs: int, dim: int):
         super().__init__()
@@ -56,10 +77,13 @@ class FusionOp(nn.Module):
         self.dim = dim
 
     def forward(
-        self, inputs: torch.Tensor | Sequence[torch.Tensor], gates: torch.Tensor
+        self,
+        inputs: torch.Tensor | Sequence[torch.Tensor],
+        gates: torch.Tensor,
+        sources_fed: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        gated, g, any_active = gate_inputs(inputs, gates, self.num_inputs, self.dim)
-        return self.fuse(gated, g) * any_active
+        gated, g, any_active = gate_inputs(inputs, gates, self.num_inputs, self.dim, sources_fed)
+        return straight_through_mask(self.fuse(gated, g), any_active)  # (B, d)
 
     def fuse(self, gated: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         """The operation on the gated inputs (k, B, d) -> (B, d)."""

@@ -20,20 +20,37 @@ Semantics shared by every mode (where we deliberately differ from the reference 
 
 - PROD multiplies the active inputs only (see :class:`~optfusion_lab.fusion.ProdFusion`).
 - A node is *fed* when one of its active inputs comes from a fed node (E is fed). An input from
-  a node that is not fed counts as inactive, and a node that is not fed outputs zeros. A derived
-  model removes such nodes with their outgoing edges, so search and derived outputs agree.
+  a node that is not fed counts as inactive, and a node that is not fed (a *dead* node) outputs
+  zeros. A derived model removes such nodes with their outgoing edges, so search and derived
+  outputs agree.
+- Dead nodes are zero in the forward pass only. The ``fed`` flag and the fusion's any-active flag
+  are straight-through masks (:func:`~optfusion_lab.fusion.straight_through_mask`): the backward
+  pass runs as if the node were fed, so the gates of its inputs keep their gradient (the
+  straight-through estimator's ``d gate / d alpha = 1`` then reaches alpha) and a switched-off
+  edge can switch back on. With constant flags one bad step would prune a node forever, and
+  OUT could lose every input. Where no node is dead both give the same gradients (a test checks
+  it). The dead node's block and fusion weights receive the gradient of that "as if fed" pass
+  too (the reference's blocks keep a bias output, so its dead nodes are not silent either).
 - A derived model also prunes nodes that do not reach OUT (the reference computes them anyway).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..components import CINLayer, CrossLayerV1, CrossLayerV2, FeatureEmbedding
-from ..fusion import OPERATIONS, MixedFusion, straight_through_gate, validate_operation
+from ..fusion import (
+    OPERATIONS,
+    MixedFusion,
+    straight_through_gate,
+    straight_through_mask,
+    validate_operation,
+)
+from ..names import BETA_INITS
 from .genotype import SHALLOW_BLOCKS, FusionGraph, Genotype
 
 MODES = ("search", "fixed-edges", "hard", "soft")
@@ -47,7 +64,12 @@ class SupernetConfig:
     num_layers: int = 3  # L, the number of (shallow, deep) layers above C0 (reference: 3)
     shallow: str = "cross"  # shallow block: cross (DCN v1), crossv2 (DCN-V2) or cin
     operations: tuple[str, ...] = OPERATIONS  # candidate fusion operations, in beta's order
-    alpha_init: float = 0.5  # constant init of every edge's alpha (> 0: every edge starts on)
+    alpha_init: float = 0.5  # constant init of every edge's alpha (> 0: every edge starts on);
+    # the reference uses 0.5
+    beta_init: str = "xavier"  # "xavier": each node's own (1, ops) beta row ~ Xavier normal, std
+    # sqrt(2 / (1 + ops)) = 0.63 for 4 ops (the reference); "uniform": beta = 0, every node starts
+    # with equal operation weights; "normal": N(0, beta_init_std) for every entry
+    beta_init_std: float = 0.1  # std of beta_init="normal" (unused otherwise)
     embed_init_std: float = 0.01  # embedding init N(0, std), as in the reference
 
     def __post_init__(self):
@@ -59,6 +81,12 @@ class SupernetConfig:
             raise ValueError(f"operations must be distinct and non-empty: {self.operations}")
         for op in self.operations:
             validate_operation(op)
+        if not math.isfinite(self.alpha_init):
+            raise ValueError(f"alpha_init must be a finite number, got {self.alpha_init}")
+        if self.beta_init not in BETA_INITS:
+            raise ValueError(f"unknown beta_init {self.beta_init!r}; choose one of {BETA_INITS}")
+        if not self.beta_init_std > 0:
+            raise ValueError(f"beta_init_std must be > 0, got {self.beta_init_std}")
 
 
 class DeepBlock(nn.Module):
@@ -84,6 +112,23 @@ class CINBlock(nn.Module):
         shape = (x.shape[0], self.num_fields, self.embed_dim)
         out = self.layer(x0.view(shape), x.view(shape))  # (B, F, D)
         return out.flatten(start_dim=1)  # (B, d)
+
+
+def init_beta(beta: torch.Tensor, cfg: SupernetConfig) -> None:
+    """Fill ``beta`` (fusion nodes, ops) in place as ``cfg.beta_init`` says (see SupernetConfig).
+
+    "xavier" draws every node's row as its own (1, ops) tensor, as the reference does, so its
+    std is sqrt(2 / (1 + ops)) whatever the number of nodes (one (nodes, ops) Xavier tensor would
+    have std sqrt(2 / (nodes + ops)), which shrinks as the graph grows).
+    """
+    with torch.no_grad():
+        if cfg.beta_init == "uniform":
+            beta.zero_()
+        elif cfg.beta_init == "normal":
+            beta.normal_(0.0, cfg.beta_init_std)
+        else:
+            for row in beta:
+                nn.init.xavier_normal_(row.view(1, -1))  # (1, ops): fan_in ops, fan_out 1
 
 
 def build_block(node: str, shallow: str, num_fields: int, embed_dim: int) -> nn.Module:
@@ -159,7 +204,7 @@ class FusionNetwork(nn.Module):
             self.register_buffer("edge_mask", torch.tensor(mask))
         if mode in ("search", "fixed-edges"):
             self.beta = nn.Parameter(torch.empty(len(graph.fusion_nodes), len(cfg.operations)))
-            nn.init.xavier_normal_(self.beta)
+            init_beta(self.beta, cfg)
         elif mode == "soft":
             weights = [list(genotype.choice(n).weights) for n in self.fusions]
             self.register_buffer("soft_weights", torch.tensor(weights))
@@ -256,23 +301,26 @@ class FusionNetwork(nn.Module):
         h, fed = {"E": e}, {"E": one}
         for node in (n for n in self.graph.nodes[1:] if n in self.inputs):
             sources = self.inputs[node]
+            from_fed = None
             if searching:
+                gates = all_gates[self.graph.edge_slice(node)]  # (k,)
                 # An input from a node that is not fed counts as inactive.
-                from_fed = torch.stack([fed[s] for s in sources])  # (k,)
-                gates = all_gates[self.graph.edge_slice(node)] * from_fed  # (k,)
-                fed[node] = (gates.detach() > 0).any().to(e.dtype)
+                from_fed = torch.stack([fed[s] for s in sources])  # (k,) constant 0/1
+                fed[node] = ((gates.detach() * from_fed) > 0).any().to(e.dtype)
             else:
                 gates = e.new_ones(len(sources))  # derived: only live inputs remain
                 fed[node] = one
             if node == "C0":
-                fused = gates[0] * e  # (B, d): C0's single input, no fusion operation
+                fused = gates[0] * e  # (B, d): C0's single input (E, always fed), no operation
             else:
                 stacked = torch.stack([h[s] for s in sources])  # (k, B, d)
                 weights = self._weights(node, all_weights if searching else None)  # (ops,)
-                fused = self.fusions[node](stacked, gates, weights)  # (B, d)
+                fused = self.fusions[node](stacked, gates, weights, from_fed)  # (B, d)
             if node == "OUT":
                 return self.output(fused).squeeze(-1)  # (B,)
-            h[node] = self.blocks[node](e, fused) * fed[node]  # (B, d); zeros if not fed
+            # (B, d); zeros if not fed, but the backward pass goes on as if it were fed, so the
+            # gates of a dead node's inputs keep learning (see the module docstring).
+            h[node] = straight_through_mask(self.blocks[node](e, fused), fed[node])
         raise AssertionError("the graph has no OUT node")
 
     def _weights(self, node: str, all_weights: torch.Tensor | None) -> torch.Tensor:
