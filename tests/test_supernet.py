@@ -259,6 +259,26 @@ def test_genotype_round_trips_through_json(tmp_path):
     assert "OUT <-" in text
 
 
+def other_operation(data: dict, index: int) -> str:
+    return next(op for op in data["operations"] if op != data["nodes"][index]["operation"])
+
+
+def switch_off_first_active_edge(data: dict) -> None:
+    src, dst = data["edges"][0]
+    index = list(data["alpha_by_edge"]).index(f"{src}->{dst}")
+    data["alpha"][index] = data["alpha_by_edge"][f"{src}->{dst}"] = -0.5
+
+
+def test_genotype_files_key_alpha_by_edge_and_older_files_still_load():
+    genotype = searched_genotype()
+    data = genotype.to_dict()
+    graph = genotype.graph
+    assert list(data["alpha_by_edge"]) == [f"{s}->{d}" for s, d in graph.edges]
+    assert data["alpha_by_edge"]["C1->OUT"] == genotype.alpha[graph.edges.index(("C1", "OUT"))]
+    del data["alpha_by_edge"]  # a file written before alpha was keyed by edge
+    assert Genotype.from_dict(data) == genotype
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -272,6 +292,15 @@ def test_genotype_round_trips_through_json(tmp_path):
         (lambda d: d.update(format="other"), "not an optfusion-genotype"),
         (lambda d: d.update(num_fields=0), "num_fields must be a positive integer"),
         (lambda d: d["nodes"][0].update(operation="max"), "node C1"),
+        (lambda d: d["edges"].pop(), "edges with alpha > 0 that are not active: "),
+        (lambda d: d["edges"].reverse(), "listed once each, in graph order"),
+        (lambda d: d["nodes"][0].update(operation=other_operation(d, 0)),
+         "node C1: operation '.*' is not the argmax of its beta"),
+        (lambda d: d["nodes"][1]["weights"].reverse(), "node D1: weights .* are not softmax"),
+        (lambda d: d["alpha_by_edge"].update({"E->C0": 7.0}),
+         "alpha_by_edge and alpha disagree on E->C0 \\(7.0 vs"),
+        (lambda d: d["alpha_by_edge"].pop("C0->C1"), "alpha_by_edge .* lacks \\['C0->C1'\\]"),
+        (lambda d: switch_off_first_active_edge(d), "active edges with alpha <= 0: "),
     ],
 )
 def test_malformed_genotypes_are_rejected(change, message):

@@ -17,8 +17,10 @@ dataclass with no paths or times in it, so two identical searches give byte-iden
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -71,10 +73,35 @@ class FusionGraph:
         """Every candidate edge (src, dst), grouped by destination in topological order."""
         return tuple((src, dst) for dst in self.nodes[1:] for src in self.candidates(dst))
 
+    def live_edges(self, active: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+        """The ``active`` edges that carry signal from E to OUT, in graph order; empty when OUT
+        has no live input. A node is *fed* when one of its active inputs is a fed node (E is
+        fed), and *useful* when it feeds OUT through active edges; only edges between fed,
+        useful nodes survive."""
+        active = set(active)
+        fed = {"E"}
+        for node in self.nodes[1:]:
+            if any((src, node) in active for src in fed):
+                fed.add(node)
+        useful = {"OUT"}
+        for node in reversed(self.nodes[:-1]):
+            if any((node, dst) in active for dst in useful):
+                useful.add(node)
+        alive = fed & useful
+        if "OUT" not in alive:
+            return ()
+        return tuple(e for e in self.edges if e in active and e[0] in alive and e[1] in alive)
+
     def edge_slice(self, node: str) -> slice:
         """Where the edges into ``node`` sit in :attr:`edges` (and in alpha)."""
         start = next(i for i, (_, dst) in enumerate(self.edges) if dst == node)
         return slice(start, start + len(self.candidates(node)))
+
+
+@functools.cache
+def _graph(num_layers: int) -> FusionGraph:
+    """One shared graph per size (its properties are cached on it)."""
+    return FusionGraph(num_layers)
 
 
 def parallel_edges(graph: FusionGraph) -> tuple[tuple[str, str], ...]:
@@ -102,6 +129,27 @@ def _softmax(values: tuple[float, ...]) -> tuple[float, ...]:
     top = max(values)
     exps = [math.exp(v - top) for v in values]
     return tuple(e / sum(exps) for e in exps)
+
+
+def _check_alpha_by_edge(data: dict) -> None:
+    """``alpha_by_edge`` ("src->dst": value) must hold exactly the positional ``alpha``."""
+    try:
+        graph = FusionGraph(int(data["num_layers"]))
+        keyed = {str(k): float(v) for k, v in dict(data["alpha_by_edge"]).items()}
+        positional = [float(a) for a in data["alpha"]]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"invalid genotype: alpha_by_edge: {exc}") from exc
+    names = [f"{src}->{dst}" for src, dst in graph.edges]
+    unknown, absent = sorted(set(keyed) - set(names)), [n for n in names if n not in keyed]
+    if unknown or absent:
+        raise ValueError(f"invalid genotype: alpha_by_edge has unknown edges {unknown} and lacks "
+                         f"{absent}")  # fmt: skip
+    if len(positional) == len(names):
+        differ = [f"{n} ({keyed[n]} vs {a})" for n, a in zip(names, positional, strict=True)
+                  if keyed[n] != a]  # fmt: skip
+        if differ:
+            raise ValueError("invalid genotype: alpha_by_edge and alpha disagree on "
+                             + ", ".join(differ))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -134,7 +182,7 @@ class Genotype:
 
     @property
     def graph(self) -> FusionGraph:
-        return FusionGraph(self.num_layers)
+        return _graph(self.num_layers)
 
     @classmethod
     def from_arch(
@@ -197,31 +245,38 @@ class Genotype:
         for n in self.nodes:
             if n.operation not in self.operations or len(n.weights) != len(self.operations):
                 fail(f"node {n.node}: operation {n.operation!r} / weights do not match operations")
+        self._check_consistency(fail)
         if not self.live_edges():
             fail("OUT has no active input: the derived model would predict a constant")
+
+    def _check_consistency(self, fail) -> None:
+        """The derived fields must follow from the raw alpha and beta they came from."""
+        graph = self.graph
+        from_alpha = {e for e, a in zip(graph.edges, self.alpha, strict=True) if a > 0}
+        extra = sorted(f"{s}->{d}" for s, d in set(self.edges) - from_alpha)
+        if extra:
+            fail(f"active edges with alpha <= 0: {', '.join(extra)}")
+        missing = sorted(f"{s}->{d}" for s, d in from_alpha - set(self.edges))
+        if missing:
+            fail(f"edges with alpha > 0 that are not active: {', '.join(missing)}")
+        if tuple(self.edges) != tuple(e for e in graph.edges if e in from_alpha):
+            fail("active edges must be listed once each, in graph order")
+        for choice, row in zip(self.nodes, self.beta, strict=True):
+            best = self.operations[max(range(len(row)), key=lambda i: (row[i], -i))]
+            if choice.operation != best:
+                fail(f"node {choice.node}: operation {choice.operation!r} is not the argmax of "
+                     f"its beta {list(row)} ({best!r})")  # fmt: skip
+            expected = _softmax(row)
+            if any(abs(w - e) > 1e-6 for w, e in zip(choice.weights, expected, strict=True)):
+                fail(f"node {choice.node}: weights {list(choice.weights)} are not softmax(beta) "
+                     f"= {[round(e, 6) for e in expected]}")  # fmt: skip
 
     # ------------------------------------------------------------ derived structure
 
     def live_edges(self) -> tuple[tuple[str, str], ...]:
-        """Active edges that carry signal from E to OUT; everything else is pruned.
-
-        A node is *fed* when one of its active inputs is a fed node (E is fed), and *useful*
-        when it feeds OUT through active edges. Only edges between fed, useful nodes survive.
-        """
-        graph = self.graph
-        active = set(self.edges)
-        fed = {"E"}
-        for node in graph.nodes[1:]:
-            if any((src, node) in active for src in fed):
-                fed.add(node)
-        useful = {"OUT"}
-        for node in reversed(graph.nodes[:-1]):
-            if any((node, dst) in active for dst in useful):
-                useful.add(node)
-        alive = fed & useful
-        if "OUT" not in alive:
-            return ()
-        return tuple(e for e in graph.edges if e in active and e[0] in alive and e[1] in alive)
+        """Active edges that carry signal from E to OUT; everything else is pruned
+        (:meth:`FusionGraph.live_edges`)."""
+        return self.graph.live_edges(self.edges)
 
     def inputs_of(self, node: str) -> tuple[str, ...]:
         """The live inputs of ``node`` in the derived model, in candidate order."""
@@ -244,7 +299,9 @@ class Genotype:
             for n in self.nodes
         ]
         d["operations"] = list(self.operations)
-        d["alpha"] = list(self.alpha)
+        d["alpha"] = list(self.alpha)  # positional: one per candidate edge, in graph order
+        names = [f"{src}->{dst}" for src, dst in self.graph.edges]
+        d["alpha_by_edge"] = dict(zip(names, self.alpha, strict=True))  # the same, keyed by edge
         d["beta"] = [list(row) for row in self.beta]
         return {"format": "optfusion-genotype", **d}
 
@@ -257,6 +314,8 @@ class Genotype:
         missing = keys - set(data)
         if missing:
             raise ValueError(f"invalid genotype: missing {sorted(missing)}")
+        if "alpha_by_edge" in data:  # optional (older files lack it); must match alpha
+            _check_alpha_by_edge(data)
         try:
             return cls(
                 num_fields=data["num_fields"],
