@@ -96,10 +96,14 @@ class SearchConfig:
     history_every: int = 20  # record alpha/operation weights every this many steps (and epochs)
     design: str | None = None  # None: learn the edges; "parallel" or "stacked": fixed edges
     algorithm: str = "one-shot"  # one-shot (the paper's), sequential (ablation) or bilevel
+    gate_sparsity: float = 0.0  # ours, not the paper's (0: off): every active edge costs this
+    # much in the architecture's objective (see gate_sparsity_hook)
 
     def __post_init__(self):
         if self.arch_lr <= 0:
             raise ValueError(f"arch_lr must be > 0, got {self.arch_lr}")
+        if not (self.gate_sparsity >= 0 and math.isfinite(self.gate_sparsity)):
+            raise ValueError(f"gate_sparsity must be >= 0, got {self.gate_sparsity}")
         if self.history_every < 1:
             raise ValueError(f"history_every must be >= 1, got {self.history_every}")
         if self.design is not None and self.design not in DESIGNS:
@@ -269,12 +273,13 @@ class SearchResult:
     """What a search leaves: the supernet (best epoch), its genotype, histories, metrics."""
 
     network: FusionNetwork
-    genotype: Genotype
+    genotype: Genotype | None  # None when the best state cannot be derived (see collapse)
     history: pd.DataFrame  # tidy alpha / operation-weight history (see HISTORY_COLUMNS)
     fit: FitResult  # the final phase: epochs, validation and test metrics at its best epoch
     search_seconds: float  # wall time of the whole search, evaluation included
     algorithm: str = "one-shot"  # SearchConfig.algorithm
     phases: dict[str, FitResult] = dataclasses.field(default_factory=dict)  # in run order
+    collapse: str | None = None  # why no genotype could be derived (see collapse_report)
 
     @property
     def stopped(self) -> bool:
@@ -318,6 +323,28 @@ def search_phases(net: FusionNetwork, algorithm: str) -> list[SearchPhase]:
         raise ValueError("the sequential search has nothing to learn: the edges are a fixed "
                          "design and there is a single operation")
     return phases
+
+
+@contextlib.contextmanager
+def gate_sparsity_hook(net: FusionNetwork, strength: float):
+    """Inside the block, every backward pass adds ``strength`` to the gradient of each *active*
+    edge's alpha (alpha > 0): the straight-through gradient of ``strength * (number of active
+    edges)`` added to the loss, applied to active edges only, so an edge that is off is not
+    pushed further down and can come back when the loss asks for it.
+
+    This is ours, not the paper's (its objective is the loss alone, under which an extra edge
+    whose input the weights can ignore costs nothing: see the README). Nothing happens with
+    ``strength`` 0 or a network without alpha.
+    """
+    alpha = getattr(net, "alpha", None)
+    if strength == 0 or not isinstance(alpha, nn.Parameter):
+        yield
+        return
+    handle = alpha.register_hook(lambda grad: grad + strength * (alpha.detach() > 0))
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 @contextlib.contextmanager
@@ -407,7 +434,8 @@ def search(
             net.fix_operation(phase.fixed_operation)
             history.start_phase(net, phase.name)
             try:
-                with _frozen(resting), stream.first(*steps):  # frozen: in no optimizer
+                with (_frozen(resting), stream.first(*steps),  # frozen: in no optimizer
+                      gate_sparsity_hook(net, search_cfg.gate_sparsity)):
                     result = fit(net, data, train_cfg, stream, optimizer, checkpoint, resume,
                                  fingerprint, phase=phase.name)
             finally:
@@ -417,14 +445,59 @@ def search(
                 files.finish(result.history.assign(phase=phase.name, seed=train_cfg.seed))
             if result.stopped:  # a callback's request or Ctrl-C ends every phase
                 break
+    frame = history.frame()
+    collapse = collapse_report(net, frame, result, search_cfg)
     return SearchResult(
         network=net,
-        genotype=net.genotype(),
-        history=history.frame(),
+        genotype=net.genotype() if collapse is None else None,
+        history=frame,
         fit=result,
         search_seconds=time.perf_counter() - started,
         algorithm=search_cfg.algorithm,
         phases=phases,
+        collapse=collapse,
+    )
+
+
+def out_is_live(graph: FusionGraph, alpha: Sequence[float]) -> bool:
+    """Whether OUT has a live input (a path of active edges from E) under ``alpha``."""
+    return bool(graph.live_edges(e for e, a in zip(graph.edges, alpha, strict=True) if a > 0))
+
+
+def collapse_report(
+    net: FusionNetwork, history: pd.DataFrame, fit_result: FitResult, search_cfg: SearchConfig
+) -> str | None:
+    """None when the supernet's current (best-epoch) architecture can be derived; otherwise a
+    message that says what collapsed, when (from the architecture history) and what to try.
+
+    A search collapses when every input of OUT is off or comes from a dead node: the derived
+    model would predict a constant, so there is no genotype. The run is still worth keeping
+    (its history shows how it got there), so this is a report, not an exception.
+    """
+    if net.mode != "search":
+        return None  # a fixed design's edges are live by construction
+    graph = net.graph
+    alpha = net.alpha.detach().cpu().tolist()
+    if out_is_live(graph, alpha):
+        return None
+    out_alpha = ", ".join(f"{src} {a:+.3f}" for (src, dst), a in zip(graph.edges, alpha,
+                                                                    strict=True) if dst == "OUT")
+    records = history[history.kind == "alpha"].groupby(["step", "when"], sort=False)["value"]
+    lost = [step for (step, _), values in records if not out_is_live(graph, values.tolist())]
+    first = f"step {lost[0]}" if lost else "an unrecorded step"
+    live_again = [step for (step, _), values in records
+                  if lost and step > lost[0] and out_is_live(graph, values.tolist())]
+    later = (f"; it was live again at step {live_again[0]}, but the best validation epoch "
+             "is a collapsed one" if live_again else "")
+    return (
+        f"the search collapsed: at its best epoch (epoch {fit_result.best_epoch}) OUT has no "
+        f"live input (every edge into OUT is off or comes from a dead node; alpha into OUT: "
+        f"{out_alpha}), so no architecture can be derived. OUT first had no live input at "
+        f"{first} of the architecture history (recorded every {search_cfg.history_every} "
+        f"steps){later}. Every other file of the run is kept. Try a smaller --arch-lr (this run: "
+        f"{search_cfg.arch_lr}), a larger --alpha-init (this run: {net.cfg.alpha_init}), "
+        "another --seed, or more data: on data without signal (e.g. random labels) no "
+        "connection helps, and the search may switch them all off."
     )
 
 
@@ -506,6 +579,8 @@ def search_seeds(
     CPU after its seed, so the accelerator holds one supernet at a time. A stopped search (see
     :func:`search`) is the last one: no further seed starts, and the stability summary covers
     the finished seeds only (``seeds`` lists them; it is None when none finished).
+    A collapsed search (no genotype, see :func:`collapse_report`) is left out of the summary
+    too; the other seeds still run.
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -528,13 +603,16 @@ def search_seeds(
         if on_result is not None:
             on_result(seed, result)
         results.append(result)
-        if result is None:  # finished in an earlier run
-            genotypes[seed] = Genotype.load(Path(out_dir) / f"seed_{seed}" / "genotype.json")
+        if result is None:  # finished in an earlier run (without genotype.json if it collapsed)
+            path = Path(out_dir) / f"seed_{seed}" / "genotype.json"
+            if path.is_file():
+                genotypes[seed] = Genotype.load(path)
             continue
         result.network.to("cpu")
         if result.stopped:
             break
-        genotypes[seed] = result.genotype
+        if result.genotype is not None:  # a collapsed seed has none (its files are kept)
+            genotypes[seed] = result.genotype
     if not genotypes:
         return results, None
     stability = stability_summary(list(genotypes.values()), list(genotypes))
@@ -583,7 +661,7 @@ def search_run(
     if result.stopped:
         return result
     metadata = dict(metadata or {})
-    if truth is not None:
+    if truth is not None and result.genotype is not None:
         from .models.teacher import score_genotype
 
         metadata["score_against_truth"] = score_genotype(result.genotype, truth).to_dict()
@@ -687,10 +765,13 @@ def write_search_run(
     resume fingerprint), ``supernet.pt`` (best-epoch weights, alpha and beta, for warm starts)
     and ``result.json`` (the supernet's metrics at the final phase's best epoch, in the shape of
     ``optfusion-lab train``'s result file, plus ``algorithm``, per-phase metrics ``phases`` and
-    search seconds).
+    search seconds). A collapsed
+    search (``result.genotype`` None) writes everything but ``genotype.json``; its result.json
+    has ``"genotype": null`` and the reason in ``collapse``.
     """
     out = claim_output_folder(out, SEARCH_RUN)
-    result.genotype.save(out / "genotype.json")
+    if result.genotype is not None:
+        result.genotype.save(out / "genotype.json")
     write_atomic(out / "history.csv", lambda p: result.history.to_csv(p, index=False))
     save_state_dict(result.network.state_dict(), out / "supernet.pt")
     run_cfg = search_run_config(data, supernet_cfg, train_cfg, search_cfg,
@@ -708,7 +789,8 @@ def write_search_run(
     document["search_seconds"] = round(result.search_seconds, 3)
     resumed = [r.resumed_from_epoch for r in phases.values() if r.resumed_from_epoch is not None]
     document["resumed_from_epoch"] = resumed[-1] if resumed else None
-    document["genotype"] = result.genotype.to_dict()
+    document["genotype"] = result.genotype.to_dict() if result.genotype is not None else None
+    document["collapse"] = result.collapse
     write_json(out / "result.json", document)
     return document
 
@@ -735,7 +817,10 @@ def search_fingerprint(
 
 
 def retrain_defaults(
-    data: PreparedData, selection: str = "hard", search_dir: str | Path | None = None
+    data: PreparedData,
+    selection: str = "hard",
+    search_dir: str | Path | None = None,
+    warm_start: bool = False,
 ) -> tuple[TrainConfig, str, dict | None]:
     """The retraining settings derived from a search run: (TrainConfig, preset name, the
     search's config.json or None).
@@ -744,8 +829,9 @@ def retrain_defaults(
 
     The search's own training settings (batch size, epochs, ...) when ``search_dir`` holds a
     config.json, with the learning rate and L2 of its search preset for ``selection`` (hard or
-    soft: the reference's soft retraining uses tiny rates, as it warm-starts). Without a search
-    run: the defaults of TrainConfig and the data's dataset preset (else ``tiny``).
+    soft: the reference's soft retraining uses tiny rates, as it warm-starts; soft retraining
+    from scratch, ``warm_start=False``, uses the hard ones, so that it does train). Without a
+    search run: the defaults of TrainConfig and the data's dataset preset (else ``tiny``).
     """
     from .presets import default_preset_name, get_search_preset
 
@@ -759,7 +845,8 @@ def retrain_defaults(
         base = TrainConfig(**{k: v for k, v in config["train"].items() if k in known})
     name = (config or {}).get("preset") or default_preset_name(data.meta)
     preset = get_search_preset(name)
-    lr, l2 = preset.retrain_hard if selection == "hard" else preset.retrain_soft
+    warm_soft = selection == "soft" and warm_start  # the preset's soft rates assume a warm start
+    lr, l2 = preset.retrain_soft if warm_soft else preset.retrain_hard
     return dataclasses.replace(base, lr_emb=lr, lr_nn=lr, l2_emb=l2, l2_nn=l2), name, config
 
 

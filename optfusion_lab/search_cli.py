@@ -15,6 +15,8 @@ from .names import ALGORITHMS, BETA_INITS, DESIGNS, OPERATIONS, SELECTIONS, SHAL
 from .presets import SEARCH_PRESETS
 from .train_cli import DEFAULT_SEEDS, _plain_arguments, add_loop_arguments, format_train_summary
 
+COLLAPSED = 3  # exit code of a search that finished but whose best state has no genotype
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path, metavar="DIR",
@@ -55,6 +57,9 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--beta-init-std", type=float, default=0.1, metavar="X",
                    help="std of --beta-init normal (default 0.1)")
     p.add_argument("--arch-lr", type=float, metavar="X", help="Adam lr of alpha and beta")
+    p.add_argument("--gate-sparsity", type=float, default=0.0, metavar="X",
+                   help="ours, not the paper's (default 0: off): each active edge costs X in the "
+                   "architecture's objective, so edges the loss does not need switch off")
     p.add_argument("--history-every", type=int, default=20, metavar="N",
                    help="record alpha/beta every N steps (default 20)")
     p.add_argument("--algorithm", choices=ALGORITHMS, default="one-shot",
@@ -142,6 +147,7 @@ def run_search(args: argparse.Namespace) -> int:
         history_every=args.history_every,
         design=args.design,
         algorithm=args.algorithm,
+        gate_sparsity=args.gate_sparsity,
     )
     truth = Genotype.load(args.truth) if args.truth is not None else None
     resolve_device(train_cfg.device)
@@ -164,11 +170,16 @@ def run_search(args: argparse.Namespace) -> int:
     except TrainingDivergedError as exc:
         print(f"optfusion-lab search: error: {exc}", file=sys.stderr)
         return 1
-    if codes[-1] != 0:
+    if codes[-1] not in (0, COLLAPSED):
         return codes[-1]
     if show and stability is not None:
         print(f"stability over seeds {stability['seeds']} -> {args.out}/stability.json")
         print(stability["edges"].to_string(index=False, max_rows=60))
+    collapsed = [seed for seed, code in zip(args.seeds, codes, strict=False) if code == COLLAPSED]
+    if collapsed:
+        print(f"optfusion-lab search: seeds {collapsed} collapsed (no genotype; see their "
+              "result.json)", file=sys.stderr)
+        return COLLAPSED
     return 0
 
 
@@ -177,11 +188,15 @@ def _report_search(out: Path, result, search_cfg, show: bool) -> int:
     if result is None:
         if show:
             print(f"{out}: the search finished already; nothing to resume")
-        return 0
+        return 0 if (out / "genotype.json").is_file() else COLLAPSED  # result.json says why
     if result.stopped:
         print(f"optfusion-lab search: stopped ({result.stop_reason}); the checkpoint in {out} "
               "keeps every finished epoch: continue with --resume", file=sys.stderr)
         return 130
+    if result.genotype is None:
+        if show:
+            print(f"optfusion-lab search: {result.collapse} ({out}/)", file=sys.stderr)
+        return COLLAPSED
     if not show:
         return 0
     fit = result.fit
@@ -212,7 +227,8 @@ def run_retrain(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.genotype} was searched on data with {genotype.num_fields} "
                          f"fields; {args.data} has {data.num_fields}")
     search_dir = args.warm_start or args.genotype.parent  # the search run's config.json
-    base, preset_name, config = retrain_defaults(data, args.selection, search_dir)
+    base, preset_name, config = retrain_defaults(data, args.selection, search_dir,
+                                                 warm_start=args.warm_start is not None)
     metadata = {"arguments": _plain_arguments(args)}
     if config is not None:
         metadata["search_config"] = config

@@ -50,5 +50,5 @@ def straight_through_mask(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``x * mask`` forward; the gradient reaches ``x`` unmasked (see the module docstring)."""
     if torch.broadcast_shapes(x.shape, mask.shape) != x.shape:
         raise ValueError(f"a mask of shape {tuple(mask.shape)} does not broadcast to "
-                         f"{tuple(x.shape)}")  # fmt: skip
+                         f"{tuple(x.shape)}")
     return StraightThroughMask.apply(x, mask)

@@ -59,7 +59,7 @@ def gate_inputs(
     if sources_fed is not None:
         if sources_fed.shape != (num_inputs,):
             raise ValueError(f"expected sources_fed of shape ({num_inputs},), "
-                             f"got {tuple(sources_fed.shape)}")  # fmt: skip
+                             f"got {tuple(sources_fed.shape)}")
         fed = sources_fed.to(x.dtype)  # (k,)
         gated = straight_through_mask(gated, fed.view(-1, 1, 1))  # (k, B, d)
         g = straight_through_mask(g, fed)  # (k,) effective gates

@@ -143,13 +143,13 @@ def _check_alpha_by_edge(data: dict) -> None:
     unknown, absent = sorted(set(keyed) - set(names)), [n for n in names if n not in keyed]
     if unknown or absent:
         raise ValueError(f"invalid genotype: alpha_by_edge has unknown edges {unknown} and lacks "
-                         f"{absent}")  # fmt: skip
+                         f"{absent}")
     if len(positional) == len(names):
         differ = [f"{n} ({keyed[n]} vs {a})" for n, a in zip(names, positional, strict=True)
-                  if keyed[n] != a]  # fmt: skip
+                  if keyed[n] != a]
         if differ:
             raise ValueError("invalid genotype: alpha_by_edge and alpha disagree on "
-                             + ", ".join(differ))  # fmt: skip
+                             + ", ".join(differ))
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,7 @@ class Genotype:
             best = max(range(len(row)), key=lambda i: (row[i], -i))  # first maximum on ties
             nodes.append(NodeChoice(node, operations[best], weights))
         return cls(num_fields, embed_dim, num_layers, shallow, tuple(operations), edges,
-                   tuple(nodes), alpha_t, beta_t)  # fmt: skip
+                   tuple(nodes), alpha_t, beta_t)
 
     # ------------------------------------------------------------ validation
 
@@ -218,7 +218,7 @@ class Genotype:
         if self.version != GENOTYPE_VERSION:
             fail(f"version {self.version} is not supported (expected {GENOTYPE_VERSION})")
         for name, value in (("num_fields", self.num_fields), ("embed_dim", self.embed_dim),
-                            ("num_layers", self.num_layers)):  # fmt: skip
+                            ("num_layers", self.num_layers)):
             if not isinstance(value, int) or value < 1:
                 fail(f"{name} must be a positive integer, got {value!r}")
         if self.shallow not in SHALLOW_BLOCKS:
@@ -265,11 +265,11 @@ class Genotype:
             best = self.operations[max(range(len(row)), key=lambda i: (row[i], -i))]
             if choice.operation != best:
                 fail(f"node {choice.node}: operation {choice.operation!r} is not the argmax of "
-                     f"its beta {list(row)} ({best!r})")  # fmt: skip
+                     f"its beta {list(row)} ({best!r})")
             expected = _softmax(row)
             if any(abs(w - e) > 1e-6 for w, e in zip(choice.weights, expected, strict=True)):
                 fail(f"node {choice.node}: weights {list(choice.weights)} are not softmax(beta) "
-                     f"= {[round(e, 6) for e in expected]}")  # fmt: skip
+                     f"= {[round(e, 6) for e in expected]}")
 
     # ------------------------------------------------------------ derived structure
 
@@ -310,7 +310,7 @@ class Genotype:
         if not isinstance(data, dict) or data.get("format") != "optfusion-genotype":
             raise ValueError("invalid genotype: not an optfusion-genotype document")
         keys = {"num_fields", "embed_dim", "num_layers", "shallow", "operations", "edges",
-                "nodes", "alpha", "beta", "version"}  # fmt: skip
+                "nodes", "alpha", "beta", "version"}
         missing = keys - set(data)
         if missing:
             raise ValueError(f"invalid genotype: missing {sorted(missing)}")
@@ -373,7 +373,7 @@ class Genotype:
             if node != "C0":
                 n = self.choice(node)
                 mix = " ".join(f"{o} {w:.2f}" for o, w in zip(self.operations, n.weights,
-                                                             strict=True))  # fmt: skip
+                                                             strict=True))
                 line = f"{line:<40} {n.operation:<7} [{mix}]"
             lines.append(line)
         lines.append("  (inputs in parentheses are active but pruned: they do not reach OUT)")

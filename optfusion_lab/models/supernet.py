@@ -186,7 +186,7 @@ class FusionNetwork(nn.Module):
         self.blocks = nn.ModuleDict(
             {n: build_block(n, cfg.shallow, num_fields, cfg.embed_dim) for n in self.inputs
              if n != "OUT"}
-        )  # fmt: skip
+        )
         self.fusions = nn.ModuleDict(
             {n: MixedFusion(len(self.inputs[n]), d, operations[n]) for n in operations}
         )
@@ -238,7 +238,7 @@ class FusionNetwork(nn.Module):
     def arch_parameters(self) -> list[nn.Parameter]:
         """alpha (search) and beta (search, fixed-edges); empty for derived models."""
         return [p for p in (getattr(self, "alpha", None), getattr(self, "beta", None))
-                if isinstance(p, nn.Parameter)]  # fmt: skip
+                if isinstance(p, nn.Parameter)]
 
     def weight_parameters(self) -> list[nn.Parameter]:
         arch = {id(p) for p in self.arch_parameters()}

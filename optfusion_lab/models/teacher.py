@@ -157,3 +157,46 @@ def teacher_split_auc(data_meta: dict, split_arrays, rows: int, seed: int, split
     if not np.array_equal(data.labels[in_split].astype(np.float32), labels):
         raise ValueError("these prepared rows were not generated with this rows/seed")
     return float(roc_auc_score(labels, data.logits[in_split]))
+
+
+def random_genotypes(like: Genotype, count: int, seed: int = 0) -> list[Genotype]:
+    """``count`` random genotypes of ``like``'s graph and operations, each with as many active
+    edges as ``like`` (chosen uniformly) and a uniformly random operation per node; only
+    derivable ones (OUT has a live input) are kept, drawing again until there are ``count``."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    rng = np.random.default_rng(seed)
+    graph, ops = like.graph, like.operations
+    k = len(like.edges)
+    genotypes: list[Genotype] = []
+    for _ in range(1000 * count):  # a bound, in case hardly any draw is derivable
+        if len(genotypes) == count:
+            return genotypes
+        alpha = np.full(len(graph.edges), -1.0)
+        alpha[rng.choice(len(graph.edges), size=k, replace=False)] = 1.0
+        if not graph.live_edges(e for e, a in zip(graph.edges, alpha, strict=True) if a > 0):
+            continue
+        beta = np.zeros((len(graph.fusion_nodes), len(ops)))
+        beta[np.arange(len(beta)), rng.integers(0, len(ops), len(beta))] = 1.0
+        sizes = {k: getattr(like, k) for k in ("num_fields", "embed_dim", "num_layers", "shallow")}
+        genotypes.append(Genotype.from_arch(**sizes, operations=ops, alpha=alpha.tolist(),
+                                            beta=beta.tolist()))
+    raise ValueError(f"fewer than {count} of the random genotypes with {k} active edges are "
+                     "derivable")
+
+
+def score_against_chance(
+    found: Genotype, truth: Genotype = TEACHER_GENOTYPE, count: int = 1000, seed: int = 0
+) -> dict:
+    """How ``found`` compares with chance: for every :class:`GenotypeScore` metric, its value,
+    the mean and 95th percentile of ``count`` :func:`random_genotypes` like ``found`` (same
+    number of active edges), and the share of them it beats (strictly)."""
+    found_score = score_genotype(found, truth).to_dict()
+    chance = [score_genotype(g, truth).to_dict() for g in random_genotypes(found, count, seed)]
+    report = {}
+    for metric, value in found_score.items():
+        values = np.array([c[metric] for c in chance])
+        report[metric] = {"found": value, "chance_mean": round(float(values.mean()), 6),
+                          "chance_p95": round(float(np.percentile(values, 95)), 6),
+                          "beats": round(float((value > values).mean()), 6)}
+    return report

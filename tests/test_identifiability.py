@@ -1,0 +1,82 @@
+"""Why the paper's objective cannot find the teacher's edges, and what the gate sparsity adds.
+
+The one-shot search minimises the training loss alone. Take the teacher's architecture and add
+edges whose input the weights ignore (zero CONCAT columns, a deep block with zero weights and a
+negative bias): the network computes exactly the same function, so the loss cannot prefer the
+teacher's 8 edges to the superset, and the straight-through gradient of every extra edge's alpha
+is exactly zero, so an extra edge that starts on (alpha 0.5) has no reason to switch off. Absent
+edges are therefore not identifiable from the loss; only a price on active edges (our
+``SearchConfig.gate_sparsity``, not the paper's) separates the two.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig
+from optfusion_lab.models.teacher import TEACHER_GENOTYPE
+from optfusion_lab.search import gate_sparsity_hook
+
+EXTRA = (("E", "D2"), ("C0", "D2"), ("E", "D3"), ("D3", "OUT"))  # ignored by the weights below
+
+
+def teacher_supernet() -> FusionNetwork:
+    """A search supernet on the teacher's graph with one-hot beta on the teacher's operations,
+    and weights that ignore the EXTRA edges' inputs."""
+    truth = TEACHER_GENOTYPE
+    torch.manual_seed(0)
+    net = FusionNetwork(60, truth.num_fields, SupernetConfig(embed_dim=truth.embed_dim))
+    with torch.no_grad():
+        for row, choice in zip(net.beta, truth.nodes, strict=True):
+            row.fill_(-1e4)
+            row[truth.operations.index(choice.operation)] = 1e4
+        d = truth.num_fields * truth.embed_dim
+        concat = net.fusions["D2"].ops["concat"].linear.weight.view(d, 4, d)  # D2: E, C0, C1, D1
+        concat[:, :2] = 0.0  # the columns of E and C0
+        net.blocks["D3"].linear.weight.zero_()
+        net.blocks["D3"].linear.bias.fill_(-1.0)  # ReLU(-1) = 0 whatever D3's input
+    return net
+
+
+def set_edges(net: FusionNetwork, edges) -> None:
+    with torch.no_grad():
+        net.alpha.copy_(torch.tensor([0.5 if e in set(edges) else -0.5 for e in net.graph.edges]))
+
+
+def test_the_loss_cannot_tell_the_teachers_edges_from_a_superset():
+    net = teacher_supernet()
+    x = torch.randint(0, 60, (64, TEACHER_GENOTYPE.num_fields),
+                      generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 2, (64,), generator=torch.Generator().manual_seed(2)).float()
+    set_edges(net, TEACHER_GENOTYPE.edges)
+    truth_logits = net(x)
+    superset = (*TEACHER_GENOTYPE.edges, *EXTRA)
+    set_edges(net, superset)
+    assert len(net.genotype().live_edges()) == len(TEACHER_GENOTYPE.edges) + len(EXTRA)
+    superset_logits = net(x)
+    torch.testing.assert_close(superset_logits, truth_logits, rtol=0, atol=1e-6)  # same function
+
+    loss = nn.functional.binary_cross_entropy_with_logits(superset_logits, y)
+    loss.backward()
+    extra = [net.graph.edges.index(e) for e in EXTRA]
+    assert torch.all(net.alpha.grad[extra] == 0)  # the loss does not ask them to switch off
+    teacher = [net.graph.edges.index(e) for e in TEACHER_GENOTYPE.edges]
+    assert torch.all(net.alpha.grad[teacher] != 0)  # while the teacher's edges do matter
+
+    # With the gate sparsity (ours), every active edge pays: the extra ones now have a reason.
+    net.zero_grad()
+    with gate_sparsity_hook(net, 0.01):
+        nn.functional.binary_cross_entropy_with_logits(net(x), y).backward()
+    torch.testing.assert_close(net.alpha.grad[extra], torch.full((len(EXTRA),), 0.01))
+    off = [i for i, e in enumerate(net.graph.edges) if e not in set(superset)]
+    net.zero_grad()
+    nn.functional.binary_cross_entropy_with_logits(net(x), y).backward()
+    plain = net.alpha.grad.clone()
+    net.zero_grad()
+    with gate_sparsity_hook(net, 0.01):
+        nn.functional.binary_cross_entropy_with_logits(net(x), y).backward()
+    torch.testing.assert_close(net.alpha.grad[off], plain[off], rtol=0, atol=0)  # off: no price
+    net.zero_grad()
+    nn.functional.binary_cross_entropy_with_logits(net(x), y).backward()
+    torch.testing.assert_close(net.alpha.grad, plain, rtol=0, atol=0)  # the hook is gone again
