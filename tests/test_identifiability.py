@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig
-from optfusion_lab.models.teacher import TEACHER_GENOTYPE
+from optfusion_lab.models.teacher import TEACHER_GENOTYPE, random_genotypes, score_against_chance
 from optfusion_lab.search import gate_sparsity_hook
 
 EXTRA = (("E", "D2"), ("C0", "D2"), ("E", "D3"), ("D3", "OUT"))  # ignored by the weights below
@@ -80,3 +80,21 @@ def test_the_loss_cannot_tell_the_teachers_edges_from_a_superset():
     net.zero_grad()
     nn.functional.binary_cross_entropy_with_logits(net(x), y).backward()
     torch.testing.assert_close(net.alpha.grad, plain, rtol=0, atol=0)  # the hook is gone again
+
+
+def test_chance_baseline_of_the_teacher_scores():
+    """The chance comparison the recovery figures use: random genotypes with the same number of
+    active edges, all derivable; the teacher itself beats them on edges, and a random one of
+    them sits inside chance."""
+    randoms = random_genotypes(TEACHER_GENOTYPE, 200, seed=0)
+    assert len(randoms) == 200
+    assert {len(g.edges) for g in randoms} == {len(TEACHER_GENOTYPE.edges)}
+    assert all(g.live_edges() for g in randoms)
+    assert len({g.edges for g in randoms}) > 150  # they differ
+    perfect = score_against_chance(TEACHER_GENOTYPE, count=200, seed=1)
+    for metric in ("edge_agreement", "edge_recall"):
+        assert perfect[metric]["found"] == 1.0 > perfect[metric]["chance_p95"]
+        assert perfect[metric]["beats"] > 0.95
+    ordinary = score_against_chance(randoms[0], count=200, seed=1)
+    assert ordinary["edge_agreement"]["beats"] < 0.95
+    assert ordinary["edge_recall"]["found"] <= ordinary["edge_recall"]["chance_p95"]
