@@ -890,8 +890,9 @@ def retrain(
     ``genotype`` is a :class:`Genotype` or a :class:`SearchResult` (its genotype is used).
     ``warm_start`` starts every seed from a supernet's weights cut down to the derived model
     (the reference default): a supernet state dict (see :func:`load_warm_start`), or True for
-    the weights of the given SearchResult's supernet; without it the model starts from scratch.
-    Which one ran is recorded in result.json (``init``). A stop ends the run as in
+    the weights of the given SearchResult's supernet. The starting weights are validated before
+    the first epoch (``TrainConfig.validate_start``): when no epoch beats them they are kept
+    (``best_epoch`` 0). Without it the model starts from scratch. Which one ran is recorded in result.json (``init``). A stop ends the run as in
     :func:`~optfusion_lab.train.fit_seeds`.
     """
     if isinstance(genotype, SearchResult):
@@ -915,4 +916,5 @@ def retrain(
         "model_config": {"selection": selection, "genotype": genotype.to_dict()},
         "init": "warm-start" if warm is not None else "scratch",
     }
+    train_cfg = dataclasses.replace(train_cfg, validate_start=warm is not None)
     return fit_seeds(build, description, data, train_cfg, seeds, out_dir, callbacks, metadata)

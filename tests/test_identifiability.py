@@ -12,11 +12,11 @@ edges are therefore not identifiable from the loss; only a price on active edges
 from __future__ import annotations
 
 import torch
+from optfusion_lab.search import gate_sparsity_hook
 from torch import nn
 
 from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig
 from optfusion_lab.models.teacher import TEACHER_GENOTYPE, random_genotypes, score_against_chance
-from optfusion_lab.search import gate_sparsity_hook
 
 EXTRA = (("E", "D2"), ("C0", "D2"), ("E", "D3"), ("D3", "OUT"))  # ignored by the weights below
 

@@ -27,7 +27,7 @@ from optfusion_lab.fusion_search import (
 )
 from optfusion_lab.models import ModelConfig
 from optfusion_lab.models.genotype import Genotype
-from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig
+from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig, supernet_state_for
 from optfusion_lab.models.teacher import score_genotype, teacher_split_auc
 from optfusion_lab.train import Callback, TrainConfig, TrainState, run_seeds, seed_everything
 
@@ -157,6 +157,29 @@ def test_derived_model_reaches_the_dnn_baseline_on_teacher_data(teacher, searche
     assert derived["test_auc"]["mean"] < ceiling
     with pytest.raises(ValueError, match="not generated with this rows/seed"):
         teacher_split_auc(teacher.meta, teacher.arrays("test"), rows, seed + 1)
+
+
+class ZeroEmbedding(Callback):
+    """After every step: zero the embedding, so every trained epoch predicts a constant."""
+
+    def on_step(self, state: TrainState) -> None:
+        with torch.no_grad():
+            state.model.embedding.table.weight.zero_()
+
+
+def test_warm_start_keeps_the_starting_weights_when_no_epoch_beats_them(teacher, searched,
+                                                                        tmp_path):
+    warm = searched.network.state_dict()
+    retrain(teacher, searched.genotype, dataclasses.replace(TRAIN, epochs=2), [0],
+            warm_start=warm, out_dir=tmp_path / "run", callbacks=[ZeroEmbedding()])
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["best_epoch"] == [0] and result["train_config"]["validate_start"] is True
+    assert result["best_valid_auc"]["mean"] > 0.6  # the supernet's weights, not a constant
+    derived = FusionNetwork.from_genotype(searched.genotype, teacher.num_features,
+                                          teacher.num_fields)
+    kept = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    for key, value in supernet_state_for(derived, warm).items():
+        assert torch.equal(kept[key], value), key
 
 
 def test_identical_searches_give_byte_identical_genotypes(teacher, searched, tmp_path):

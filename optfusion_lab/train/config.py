@@ -38,6 +38,8 @@ class TrainConfig:
     seed: int = 0  # seeds torch, numpy, random and the batch order
     progress: bool = True  # tqdm progress bars; False for quiet runs and tests
     data_on_device: bool = True  # CUDA only: hold the training split in GPU memory
+    validate_start: bool = False  # validate the starting weights first, as "epoch 0": an epoch
+    # must beat them, else they are kept (warm-started retraining, as the reference does)
 
     def __post_init__(self) -> None:
         positive = {

@@ -55,7 +55,8 @@ class FitResult:
     """What :func:`fit` returns; the model itself holds the best epoch's weights."""
 
     history: pd.DataFrame  # one row per epoch: HISTORY_COLUMNS
-    best_epoch: int  # 1-based epoch with the best validation AUC (0: no epoch finished)
+    best_epoch: int  # 1-based epoch with the best validation AUC (0: no epoch finished, or
+    # the starting weights were kept, with TrainConfig.validate_start)
     best_valid_auc: float
     test_auc: float  # at the best epoch
     test_logloss: float
@@ -208,6 +209,10 @@ def _fit(model, data, cfg, device, stream, optimizer, checkpoint, resume, finger
     if resume and checkpoint is not None and checkpoint.is_file():
         loop = resume_loop(checkpoint, fingerprint, model, optimizer, stream.members, device)
         resumed_from = loop.epoch
+    if cfg.validate_start and loop.epoch == 0 and loop.best_state is None:  # "epoch 0"
+        start = evaluate(model, x_valid, y_valid, cfg.eval_batch_size, device, cfg.amp)
+        loop.best_auc, loop.best_epoch = start["auc"], 0
+        loop.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     state = start_state(model, cfg, loop, len(loader), phase, rates)
     stream.attach(state)
     losses, started = LossMeter(device, loop.step), time.perf_counter()
