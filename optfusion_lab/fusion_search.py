@@ -892,8 +892,8 @@ def retrain(
     (the reference default): a supernet state dict (see :func:`load_warm_start`), or True for
     the weights of the given SearchResult's supernet. The starting weights are validated before
     the first epoch (``TrainConfig.validate_start``): when no epoch beats them they are kept
-    (``best_epoch`` 0). Without it the model starts from scratch. Which one ran is recorded in result.json (``init``). A stop ends the run as in
-    :func:`~optfusion_lab.train.fit_seeds`.
+    (``best_epoch`` 0). Without it the model starts from scratch. Which one ran is recorded in
+    result.json (``init``). A stop ends the run as in :func:`~optfusion_lab.train.fit_seeds`.
     """
     if isinstance(genotype, SearchResult):
         searched, genotype = genotype, genotype.genotype
