@@ -33,11 +33,11 @@ from pathlib import Path
 
 import torch
 from benchmark_support import environment, load
-from optfusion_lab.search import SearchConfig, search
 
 from optfusion_lab.data import PrepareConfig, prepare
 from optfusion_lab.data.dataset import PreparedData
 from optfusion_lab.data.teacher import TEACHER_SAMPLE
+from optfusion_lab.fusion_search import SearchConfig, search
 from optfusion_lab.io import write_json
 from optfusion_lab.models.supernet import SupernetConfig
 from optfusion_lab.models.teacher import score_against_chance

@@ -12,9 +12,9 @@ edges are therefore not identifiable from the loss; only a price on active edges
 from __future__ import annotations
 
 import torch
-from optfusion_lab.search import gate_sparsity_hook
 from torch import nn
 
+from optfusion_lab.fusion_search import gate_sparsity_hook
 from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig
 from optfusion_lab.models.teacher import TEACHER_GENOTYPE, random_genotypes, score_against_chance
 
