@@ -30,6 +30,7 @@ from optfusion_lab.models.genotype import Genotype
 from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig, supernet_state_for
 from optfusion_lab.models.teacher import score_genotype, teacher_split_auc
 from optfusion_lab.train import Callback, TrainConfig, TrainState, run_seeds, seed_everything
+from optfusion_lab.train.events import EventStream
 
 SUPERNET = SupernetConfig(embed_dim=4)
 TRAIN = TrainConfig(epochs=3, batch_size=256, lr_emb=3e-3, lr_nn=3e-3, device="cpu",
@@ -279,8 +280,11 @@ class SwitchOffOut(Callback):
             state.model.alpha[state.model.graph.edge_slice("OUT")] = -1.0
 
 
-def collapsing_search(*args, callbacks=(), **kwargs):
-    return search(*args, callbacks=[SwitchOffOut(), *callbacks], **kwargs)
+def collapsing_search(data, supernet_cfg, train_cfg, search_cfg, callbacks=(), *args, **kwargs):
+    """``search`` with SwitchOffOut first among the callbacks (a list or an event stream)."""
+    stream = EventStream.of(callbacks)
+    with stream.first(SwitchOffOut()):
+        return search(data, supernet_cfg, train_cfg, search_cfg, stream, *args, **kwargs)
 
 
 def test_a_collapsed_search_keeps_its_run_and_says_why(teacher, tmp_path):
