@@ -33,9 +33,9 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import plotly.express as px
 import torch
 
+from optfusion_lab import viz
 from optfusion_lab.course import write_results
 from optfusion_lab.experiments import (
     baseline_configs,
@@ -104,7 +104,8 @@ assert len(graph.fusion_nodes) == 2 * L + 1 == 7
 # %%
 stacked = design_genotype("stacked", F, D, out_operation="add")
 parallel = design_genotype("parallel", F, D, out_operation="concat")
-print("stacked\n", stacked, "\n\nparallel\n", parallel, sep="")
+viz.compare_diagrams([stacked, parallel], ["stacked", "parallel"],
+                     title="Two hand-made designs in the fusion graph (differences in red)")
 
 # %%
 assert set(stacked.live_edges()) == set(stacked_edges(graph))
@@ -172,16 +173,8 @@ summary = summarize_runs(runs, "model")
 summary.round(4)
 
 # %%
-fig = px.bar(summary, x="model", y="test_auc_mean", error_y="test_auc_std",
-             title=f"Test AUC on {dataset}, mean ± std over {len(seeds)} seed(s)",
-             labels={"test_auc_mean": "test AUC"})
-fig.update_yaxes(range=[max(0.0, summary["test_auc_mean"].min() - 0.1), None])
-fig.show()
-
-# %%
-fig = px.strip(runs, x="model", y="test_auc", color="model",
-               title="Every run: one point per seed")
-fig.show()
+viz.results_figure(runs, "test_auc",
+                   title=f"Test AUC on {dataset}: mean ± std over {len(seeds)} seed(s), every seed a dot")
 
 # %% [markdown]
 # **The claim we can make.** Every model learns something: its mean test AUC is above chance
@@ -212,10 +205,8 @@ design_summary.round(4)
 
 # %%
 both = pd.concat([summary.assign(kind="baseline"), design_summary.assign(kind="fusion graph")])
-fig = px.bar(both, x="model", y="test_auc_mean", error_y="test_auc_std", color="kind",
-             title="Baselines and the two designs of the fusion graph (mean ± std)")
-fig.update_yaxes(range=[max(0.0, both["test_auc_mean"].min() - 0.1), None])
-fig.show()
+viz.results_figure(pd.concat([runs, designs]), "test_auc",
+                   title="Baselines and the two designs of the fusion graph (mean ± std)")
 
 # %%
 for row in design_summary.itertuples():

@@ -36,6 +36,7 @@ import numpy as np
 import plotly.express as px
 import torch
 
+from optfusion_lab import viz
 from optfusion_lab.course import write_results
 from optfusion_lab.data.teacher import TEACHER_SAMPLE
 from optfusion_lab.experiments import (
@@ -185,27 +186,24 @@ run.epochs
 # %% [markdown]
 # ### How $\alpha$ moved
 #
-# One line per candidate edge, grouped by the node it feeds. A line that crosses zero is an
-# edge switching on or off.
+# One line per candidate edge, one panel per node it feeds. A line that crosses the dashed
+# zero line (marked with an x) is an edge switching on or off.
+
+# %%
+viz.alpha_evolution(run.history, title="alpha per edge during the search (on while alpha > 0)")
+
+# %% [markdown]
+# ### How the operation weights moved
+#
+# A star marks the operation each node ends with.
+
+# %%
+viz.operation_weights_evolution(run.history, title="softmax(beta) per fusion node during the search")
 
 # %%
 alphas = run.history[run.history["kind"] == "alpha"].copy()
 alphas["edge"] = alphas["input"] + "→" + alphas["node"]
-fig = px.line(alphas, x="step", y="value", color="edge", facet_col="node", facet_col_wrap=4,
-              title="alpha per edge during the search (an edge is on while alpha > 0)")
-fig.add_hline(y=0, line_dash="dot")
-fig.show()
-
-# %% [markdown]
-# ### How the operation weights moved
-
-# %%
 ops = run.history[run.history["kind"] == "weight"]
-fig = px.line(ops, x="step", y="value", color="operation", facet_col="node", facet_col_wrap=4,
-              title="softmax(beta) per fusion node during the search")
-fig.show()
-
-# %%
 assert len(alphas["edge"].unique()) == len(net.graph.edges)
 assert set(ops["node"]) == set(net.graph.fusion_nodes)
 final = ops[ops["step"] == ops["step"].max()].groupby("node")["value"].sum()
@@ -223,6 +221,9 @@ found = run.genotype
 print(found)
 assert found == Genotype.from_dict(json.loads((run.directory / "genotype.json").read_text()))
 assert found.live_edges()  # OUT has at least one live input
+
+# %%
+viz.fusion_diagram(found, title=f"The fusion graph found on {dataset}")
 
 # %%
 supernet_auc = run.result["test_auc"]["mean"]
@@ -262,6 +263,15 @@ if teacher:
     fig = px.bar(frame, x="score", y="value", color="who", barmode="group",
                  title="The found genotype against the teacher's, next to chance")
     fig.show()
+
+# %% [markdown]
+# The two fusion graphs side by side; what differs (edges live in one only, nodes with another
+# operation) is drawn in red.
+
+# %%
+if teacher:
+    viz.compare_diagrams([found, TEACHER_GENOTYPE], ["found", "teacher"],
+                         title="The found fusion graph beside the teacher's").show()
 
 # %% [markdown]
 # One search is one draw: the score above comes from one seed on a small sample, and no claim

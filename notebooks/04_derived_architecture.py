@@ -35,6 +35,7 @@ import pandas as pd
 import plotly.express as px
 import torch
 
+from optfusion_lab import viz
 from optfusion_lab.course import write_results
 from optfusion_lab.experiments import (
     design_genotype,
@@ -97,6 +98,18 @@ print("reused the search in" if run.reused else "searched into", run.directory)
 # %%
 genotype = run.genotype
 print(genotype)
+
+# %% [markdown]
+# Drawn: solid edges are live, node labels name the chosen operation; the buttons show or hide
+# the pruned and off edges. Beside it, the hand-made parallel design in the same graph, what
+# differs in red.
+
+# %%
+viz.fusion_diagram(genotype, title=f"The derived architecture ({dataset})")
+
+# %%
+viz.compare_diagrams([genotype, "parallel"], ["derived", "parallel (hand-made)"],
+                     title="The derived architecture beside the parallel design")
 
 # %%
 # NBVAL_CHECK_OUTPUT

@@ -38,6 +38,7 @@ import pandas as pd
 import plotly.express as px
 import torch
 
+from optfusion_lab import viz
 from optfusion_lab.course import write_results
 from optfusion_lab.experiments import (
     chance_scores,
@@ -207,14 +208,8 @@ if is_teacher:
 
 # %%
 stability = stability_summary(genotypes[reference], seeds)
-edges = stability["edges"]
-fig = px.bar(edges, x="edge", y="live_share",
-             title=f"Share of {len(seeds)} seed(s) in which each edge is live (one-shot)")
-fig.show()
-operations = stability["operations"]
-fig = px.bar(operations, x="node", y="win_share", color="operation",
-             title="Which operation wins at each node, over seeds (live nodes only)")
-fig.show()
+edges, operations = stability["edges"], stability["operations"]
+viz.stability_figure(stability, title=f"Stability of the one-shot search over {len(seeds)} seed(s)")
 
 # %%
 assert len(edges) == len(genotypes[reference][0].graph.edges)
