@@ -19,6 +19,7 @@ This module does not import torch.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -83,8 +84,24 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 def write_json(path: str | Path, document: Mapping) -> Path:
-    """Write ``document`` as indented JSON, atomically."""
-    return write_text(path, json.dumps(document, indent=2) + "\n")
+    """Write ``document`` as indented, strict JSON, atomically.
+
+    JSON has no NaN or infinity: a non-finite float (e.g. the mean over zero finished seeds)
+    is written as ``null``, so every file parses with any JSON reader.
+    """
+    text = json.dumps(_finite_or_null(document), indent=2, allow_nan=False)
+    return write_text(path, text + "\n")
+
+
+def _finite_or_null(value):
+    """``value`` with every non-finite float, at any depth, replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(item) for item in value]
+    return value
 
 
 def write_csv(path: str | Path, frame) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -153,3 +154,14 @@ def test_a_link_is_never_replaced(tmp_path):
     with pytest.raises(OutputError, match="link is a link; it was kept"):
         claim_output_folder(link, TRAINING_RUN)
     assert link.is_symlink() and list(target.iterdir()) == []
+
+
+def test_write_json_is_strict_json_with_null_for_non_finite(tmp_path):
+    document = {"mean": float("nan"), "std": float("inf"), "per_seed": [0.5, float("-inf")],
+                "nested": {"x": (1.0, float("nan"))}, "n": 3}
+    path = write_json(tmp_path / "r.json", document)
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    loaded = json.loads(text, parse_constant=lambda name: pytest.fail(f"non-strict {name}"))
+    assert loaded == {"mean": None, "std": None, "per_seed": [0.5, None],
+                      "nested": {"x": [1.0, None]}, "n": 3}
