@@ -15,11 +15,14 @@ from .monitor import (
     active_run,
     has_widget_frontend,
 )
+from .watcher import RunWatcher, watch
 
 __all__ = [
     "LiveMonitor",
     "RunHandle",
     "RunInProgressError",
+    "RunWatcher",
     "active_run",
     "has_widget_frontend",
+    "watch",
 ]
