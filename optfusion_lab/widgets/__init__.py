@@ -15,10 +15,12 @@ from .monitor import (
     active_run,
     has_widget_frontend,
 )
+from .playground import Playground
 from .watcher import RunWatcher, watch
 
 __all__ = [
     "LiveMonitor",
+    "Playground",
     "RunHandle",
     "RunInProgressError",
     "RunWatcher",
