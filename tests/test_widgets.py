@@ -51,7 +51,8 @@ def test_snapshot_buffer_keeps_a_bounded_evenly_spread_history_and_the_latest_po
 
 def test_live_handlers_update_the_figure_data_without_a_browser():
     net = small_supernet()
-    monitor = LiveMonitor(every=2, max_updates_per_second=1e9, live=True)
+    monitor = LiveMonitor(every=2, max_updates_per_second=1e9, max_redraw_share=None,
+                          live=True)
     view = monitor._live_view()
     for step in range(1, 7):
         with torch.no_grad():
@@ -194,3 +195,28 @@ def test_stop_in_a_background_search_keeps_the_best_state(teacher):
     assert stopped if stopped is not None else result.fit.interrupted
     assert result.fit.epochs_run == 1 and result.fit.best_epoch == 1
     assert result.genotype == result.network.genotype()  # the best state, derivable
+
+
+def test_a_slow_redraw_spaces_the_next_ones_out(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr("optfusion_lab.widgets.monitor.time.monotonic", lambda: clock[0])
+
+    class SlowView:  # a redraw that takes 1 s (a loaded machine)
+        draws = 0
+
+        def draw(self, monitor):
+            SlowView.draws += 1
+            clock[0] += 1.0
+
+    monitor = LiveMonitor(every=1, max_updates_per_second=100, max_redraw_share=0.1, live=True)
+    monitor._view = SlowView()
+    monitor.maybe_draw()
+    assert SlowView.draws == 1 and clock[0] == 101.0
+    clock[0] = 100.0 + 9.0  # 9 s after the last redraw began: 1 s of 9 is over 10 %
+    monitor.maybe_draw()
+    assert SlowView.draws == 1
+    clock[0] = 100.0 + 10.0  # 1 s of 10: the share is met
+    monitor.maybe_draw()
+    assert SlowView.draws == 2
+    monitor.maybe_draw(force=True)  # an epoch's end is always drawn
+    assert SlowView.draws == 3

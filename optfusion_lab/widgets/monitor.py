@@ -43,8 +43,10 @@ variable ``OPTFUSION_MONITOR=live|static`` force it.
 Cost. The monitor reads alpha and the operation weights every ``every`` steps (one small
 device-to-host copy) into fixed-size buffers (:mod:`optfusion_lab.widgets.series`), and redraws
 at most ``max_updates_per_second`` times a second, sending at most ``capacity`` points per line:
-the cost of an update does not grow with the length of the run (``benchmarks/bench_monitor.py``
-measures the slowdown).
+the cost of an update does not grow with the length of the run. A redraw costs milliseconds,
+but many times more on a loaded machine; so the next redraw also waits until the last one is at
+most ``max_redraw_share`` of the time since it began (3 %), which bounds the share of the run's
+time spent drawing on any machine (``benchmarks/bench_monitor.py`` measures the slowdown).
 """
 
 from __future__ import annotations
@@ -155,9 +157,10 @@ class LiveMonitor(Callback):
     plots only move once it ends: prefer :meth:`start`). See the module docstring.
 
     ``every``: read the architecture every this many steps. ``max_updates_per_second``: redraw
-    at most this often. ``capacity``: points kept per line. ``static_points``: points per line
-    of the static figures of a headless run. ``live``: None decides by
-    :func:`has_widget_frontend`.
+    at most this often. ``max_redraw_share``: and only when the last redraw took at most this
+    share of the time since it began (None: no such limit). ``capacity``: points kept per line.
+    ``static_points``: points per line of the static figures of a headless run. ``live``: None
+    decides by :func:`has_widget_frontend`.
     """
 
     def __init__(
@@ -168,6 +171,7 @@ class LiveMonitor(Callback):
         static_points: int = 120,
         live: bool | None = None,
         title: str = "",
+        max_redraw_share: float | None = 0.03,
     ):
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
@@ -175,6 +179,9 @@ class LiveMonitor(Callback):
             raise ValueError(f"max_updates_per_second must be > 0, got {max_updates_per_second}")
         self.every = every
         self.min_interval = 1.0 / max_updates_per_second
+        if max_redraw_share is not None and not 0 < max_redraw_share <= 1:
+            raise ValueError(f"max_redraw_share must be in (0, 1], got {max_redraw_share}")
+        self.max_redraw_share = max_redraw_share
         self.capacity = capacity
         self.static_points = static_points
         self.live = has_widget_frontend() if live is None else bool(live)
@@ -213,6 +220,7 @@ class LiveMonitor(Callback):
         self.best: tuple[float, int] | None = None  # (valid AUC, epoch) of the current fit
         self._model = None
         self._last_draw = -np.inf
+        self._draw_interval = self.min_interval  # grows when a redraw is slow (see maybe_draw)
         self._stop.clear()
         self.version = 0  # bumped by every change a redraw would show
 
@@ -330,13 +338,17 @@ class LiveMonitor(Callback):
     # ------------------------------------------------------------ drawing
 
     def maybe_draw(self, force: bool = False) -> None:
-        """Redraw the live view if ``min_interval`` seconds passed since the last redraw."""
+        """Redraw the live view if ``min_interval`` seconds passed since the last redraw, and the
+        last redraw took at most ``max_redraw_share`` of the time since it began."""
         if self._view is None:
             return
         now = time.monotonic()
-        if force or now - self._last_draw >= self.min_interval:
+        if force or now - self._last_draw >= self._draw_interval:
             self._last_draw = now
             self._view.draw(self)
+            if self.max_redraw_share is not None:
+                cost = time.monotonic() - now
+                self._draw_interval = max(self.min_interval, cost / self.max_redraw_share)
 
     def summary(self) -> str:
         """One line: what runs, where it is, the latest metrics."""
