@@ -157,7 +157,7 @@ class RunWatcher:
         with self._lock:
             if self.done:
                 return False
-            version = self.monitor.version
+            version, message = self.monitor.version, self.message
             try:
                 self._poll()
             except _StartedOver:  # the folder was reused for a new run: read it afresh
@@ -166,6 +166,8 @@ class RunWatcher:
             changed = self.monitor.version != version
             if changed:
                 self.monitor.maybe_draw(force=True)
+            elif self.message != message:
+                self.monitor.redraw_status()
             return changed
 
     def _poll(self) -> None:
