@@ -92,20 +92,22 @@ def _raw_teacher_output(net: FusionNetwork, latent: np.ndarray) -> np.ndarray:
         return net(torch.from_numpy(latent + offsets)).double().numpy()
 
 
-def teacher_logits(latent: np.ndarray, seed: int) -> np.ndarray:
-    """True logits of rows given as latent indices (n, 11)."""
+def teacher_logits(latent: np.ndarray, seed: int, scale: float = TEACHER_SCALE) -> np.ndarray:
+    """True logits of rows given as latent indices (n, 11); ``scale`` is the spread of the
+    standardised logit (a larger one gives a stronger, less noisy label signal)."""
     net = teacher_network(seed)
     reference_rows = draw_teacher_inputs(np.random.default_rng([seed, 2]), 4096)
     reference = _raw_teacher_output(net, reference_rows)
     z = (_raw_teacher_output(net, latent) - reference.mean()) / reference.std()
-    return TEACHER_SCALE * z + TEACHER_BIAS
+    return scale * z + TEACHER_BIAS
 
 
-def generate_teacher(rows: int, seed: int = 0) -> SyntheticData:
-    """``rows`` rows in the KDD12 raw layout with labels drawn from the teacher."""
+def generate_teacher(rows: int, seed: int = 0, scale: float = TEACHER_SCALE) -> SyntheticData:
+    """``rows`` rows in the KDD12 raw layout with labels drawn from the teacher (``scale``: see
+    :func:`teacher_logits`; the embedded sample uses the default)."""
     rng = np.random.default_rng([seed, 1])
     latent = draw_teacher_inputs(rng, rows)
-    logits = teacher_logits(latent, seed)
+    logits = teacher_logits(latent, seed, scale)
     labels = (rng.random(rows) < 1.0 / (1.0 + np.exp(-logits))).astype(np.uint8)
     latent_by_name = {name: latent[:, j] for j, name in enumerate(TEACHER_FIELDS)}
     table = teacher_table(latent, labels)
@@ -185,18 +187,70 @@ def random_genotypes(like: Genotype, count: int, seed: int = 0) -> list[Genotype
                      "derivable")
 
 
+def random_operations(like: Genotype, count: int, seed: int = 0) -> list[Genotype]:
+    """``count`` genotypes with exactly ``like``'s edges and a uniformly random operation per
+    node: the chance level of the operations *given* the found connections (the same nodes are
+    live, so operation agreement is compared on the same nodes)."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    rng = np.random.default_rng(seed)
+    ops = like.operations
+    sizes = {k: getattr(like, k) for k in ("num_fields", "embed_dim", "num_layers", "shallow")}
+    genotypes = []
+    for _ in range(count):
+        beta = np.zeros((len(like.graph.fusion_nodes), len(ops)))
+        beta[np.arange(len(beta)), rng.integers(0, len(ops), len(beta))] = 1.0
+        genotypes.append(Genotype.from_arch(**sizes, operations=ops, alpha=list(like.alpha),
+                                            beta=beta.tolist()))
+    return genotypes
+
+
+def chance_distribution(
+    found: Genotype, truth: Genotype = TEACHER_GENOTYPE, count: int = 1000, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Per :class:`GenotypeScore` metric, its ``count`` values under chance.
+
+    Edge metrics: :func:`random_genotypes` like ``found`` (as many active edges, anywhere).
+    Operation agreement: :func:`random_operations` on ``found``'s own edges, so that it is scored
+    on the same live nodes as ``found`` (random edges would leave other nodes live, often OUT
+    alone, which makes the metric a coin with four sides)."""
+    edges = [score_genotype(g, truth) for g in random_genotypes(found, count, seed)]
+    ops = [score_genotype(g, truth) for g in random_operations(found, count, seed + 1)]
+    return {
+        "edge_agreement": np.array([s.edge_agreement for s in edges]),
+        "edge_precision": np.array([s.edge_precision for s in edges]),
+        "edge_recall": np.array([s.edge_recall for s in edges]),
+        "operation_agreement": np.array([s.operation_agreement for s in ops]),
+    }
+
+
+def _against(value: float, values: np.ndarray) -> dict:
+    return {"found": round(float(value), 6), "chance_mean": round(float(values.mean()), 6),
+            "chance_p95": round(float(np.percentile(values, 95)), 6),
+            "beats": round(float((value > values).mean()), 6)}
+
+
 def score_against_chance(
     found: Genotype, truth: Genotype = TEACHER_GENOTYPE, count: int = 1000, seed: int = 0
 ) -> dict:
     """How ``found`` compares with chance: for every :class:`GenotypeScore` metric, its value,
-    the mean and 95th percentile of ``count`` :func:`random_genotypes` like ``found`` (same
-    number of active edges), and the share of them it beats (strictly)."""
+    the mean and 95th percentile of its ``count`` chance values (:func:`chance_distribution`)
+    and the share of them it beats (strictly)."""
     found_score = score_genotype(found, truth).to_dict()
-    chance = [score_genotype(g, truth).to_dict() for g in random_genotypes(found, count, seed)]
-    report = {}
-    for metric, value in found_score.items():
-        values = np.array([c[metric] for c in chance])
-        report[metric] = {"found": value, "chance_mean": round(float(values.mean()), 6),
-                          "chance_p95": round(float(np.percentile(values, 95)), 6),
-                          "beats": round(float((value > values).mean()), 6)}
-    return report
+    chance = chance_distribution(found, truth, count, seed)
+    return {metric: _against(value, chance[metric]) for metric, value in found_score.items()}
+
+
+def mean_against_chance(
+    found: list[Genotype], truth: Genotype = TEACHER_GENOTYPE, count: int = 1000, seed: int = 0
+) -> dict:
+    """As :func:`score_against_chance` for the *mean* over several found genotypes (e.g. one per
+    search seed): chance's i-th value is the mean of the i-th chance value of each genotype, so
+    the found mean is compared with the distribution of a mean over as many chance draws."""
+    if not found:
+        raise ValueError("no genotypes to score")
+    scores = [score_genotype(g, truth).to_dict() for g in found]
+    chances = [chance_distribution(g, truth, count, seed + 2 * i) for i, g in enumerate(found)]
+    return {metric: _against(np.mean([s[metric] for s in scores]),
+                             np.mean([c[metric] for c in chances], axis=0))
+            for metric in scores[0]}
