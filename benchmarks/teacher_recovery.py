@@ -44,6 +44,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from benchmark_support import environment, load
 
@@ -68,6 +69,10 @@ from optfusion_lab.train import TrainConfig
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / "benchmarks" / "_data"
 METRICS = ("edge_agreement", "edge_precision", "edge_recall", "operation_agreement")
+# The teacher's nodes whose operation the loss can tell apart (tests/test_identifiability.py):
+# D1 has one input (ADD = PROD there, CONCAT a linear map its block absorbs) and OUT's output
+# layer is linear (CONCAT can compute ADD), so only these carry evidence.
+IDENTIFIABLE = ("C1", "D2")
 
 
 def teacher_data(rows: int | None, scale: float) -> PreparedData:
@@ -116,6 +121,7 @@ def main() -> None:
     p.add_argument("--arch-lr", type=float, default=0.1)
     p.add_argument("--alpha-init", type=float, default=0.5)
     p.add_argument("--beta-init", choices=BETA_INITS, default="xavier")
+    p.add_argument("--embed-init-std", type=float, default=0.01)
     p.add_argument("--gate-sparsity", type=float, default=0.0)
     p.add_argument("--teacher-rows", type=int, help="generate a teacher file of this many rows")
     p.add_argument("--teacher-scale", type=float, default=TEACHER_SCALE,
@@ -137,7 +143,8 @@ def main() -> None:
                             lr_nn=args.lr, patience=args.patience, device="cpu",
                             progress=False, threads=args.threads, seed=seed)
         supernet = SupernetConfig(embed_dim=args.embed_dim, alpha_init=args.alpha_init,
-                                  beta_init=args.beta_init)
+                                  beta_init=args.beta_init,
+                                  embed_init_std=args.embed_init_std)
         result = search(data, supernet, train,
                         SearchConfig(arch_lr=args.arch_lr, history_every=50,
                                      gate_sparsity=args.gate_sparsity))
@@ -164,6 +171,13 @@ def main() -> None:
         for metric, s in summary.items():
             print(f"  {metric:20s} {s['found']:.3f}  chance mean {s['chance_mean']:.3f}  "
                   f"p95 {s['chance_p95']:.3f}  beats {s['beats']:.1%}")
+    picks = [r["operations"][n].split("/") for r in rows if "operations" in r
+             for n in IDENTIFIABLE if n in r["operations"]]
+    hits = sum(a == b for a, b in picks)
+    draws = np.random.default_rng(0).random((args.chance, len(picks))) < 0.25
+    identifiable_p95 = float(np.percentile(draws.sum(axis=1), 95)) if picks else 0.0
+    print(f"identifiable nodes {'/'.join(IDENTIFIABLE)}: the teacher's operation in {hits} of "
+          f"{len(picks)} (chance 1/4 each: p95 {identifiable_p95:g})")
     if args.json is not None:
         settings = {k: v for k, v in vars(args).items() if k not in ("json", "quick")}
         records = [
@@ -174,6 +188,11 @@ def main() -> None:
                      f"mean {summary[metric]['chance_mean']}, beats {summary[metric]['beats']}"}
             for metric in METRICS if found
         ]
+        records.append({"metric": "identifiable_operations_found", "value": hits,
+                        "unit": "nodes", "target": f"> chance p95 ({identifiable_p95:g})",
+                        "met": hits > identifiable_p95,
+                        "note": f"of {len(picks)} (nodes {', '.join(IDENTIFIABLE)} live in both, "
+                                "over the seeds); chance picks the teacher's with p = 1/4"})
         records.append({"metric": "collapsed_searches", "value": collapsed, "unit": "searches",
                         "target": "0", "met": collapsed == 0, "note": f"of {len(rows)}"})
         write_json(args.json, {"benchmark": "teacher_recovery",

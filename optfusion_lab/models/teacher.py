@@ -127,18 +127,29 @@ class GenotypeScore:
         return {k: round(v, 6) for k, v in self.__dict__.items()}
 
 
+def _edge_scores(found: set, truth: set, edges) -> tuple[float, float, float]:
+    """Agreement, precision and recall of the live edge set ``found`` against ``truth``."""
+    agreement = sum((e in found) == (e in truth) for e in edges) / len(edges)
+    precision = len(found & truth) / len(found) if found else 0.0
+    recall = len(found & truth) / len(truth) if truth else 0.0
+    return agreement, precision, recall
+
+
+def compared_nodes(found: Genotype, truth: Genotype = TEACHER_GENOTYPE) -> tuple[str, ...]:
+    """The nodes whose operations :func:`score_genotype` compares: fusion nodes live in both
+    genotypes, and OUT always (in graph order)."""
+    both = (set(found.live_blocks()) & set(truth.live_blocks()) - {"C0"}) | {"OUT"}
+    return tuple(n for n in truth.graph.fusion_nodes if n in both)
+
+
 def score_genotype(found: Genotype, truth: Genotype = TEACHER_GENOTYPE) -> GenotypeScore:
     """Compare the *live* edges and operations of ``found`` with those of ``truth``."""
     if found.num_layers != truth.num_layers:
         raise ValueError("genotypes with different numbers of layers cannot be compared")
-    edges = truth.graph.edges
-    a, b = set(found.live_edges()), set(truth.live_edges())
-    agreement = sum((e in a) == (e in b) for e in edges) / len(edges)
-    precision = len(a & b) / len(a) if a else 0.0
-    recall = len(a & b) / len(b) if b else 0.0
-    both = (set(found.live_blocks()) & set(truth.live_blocks()) - {"C0"}) | {"OUT"}
+    scores = _edge_scores(set(found.live_edges()), set(truth.live_edges()), truth.graph.edges)
+    both = compared_nodes(found, truth)
     same = sum(found.choice(n).operation == truth.choice(n).operation for n in both)
-    return GenotypeScore(agreement, precision, recall, same / len(both))
+    return GenotypeScore(*scores, same / len(both))
 
 
 def teacher_split_auc(data_meta: dict, split_arrays, rows: int, seed: int, split: str = "test"):
@@ -210,18 +221,34 @@ def chance_distribution(
 ) -> dict[str, np.ndarray]:
     """Per :class:`GenotypeScore` metric, its ``count`` values under chance.
 
-    Edge metrics: :func:`random_genotypes` like ``found`` (as many active edges, anywhere).
-    Operation agreement: :func:`random_operations` on ``found``'s own edges, so that it is scored
-    on the same live nodes as ``found`` (random edges would leave other nodes live, often OUT
-    alone, which makes the metric a coin with four sides)."""
-    edges = [score_genotype(g, truth) for g in random_genotypes(found, count, seed)]
-    ops = [score_genotype(g, truth) for g in random_operations(found, count, seed + 1)]
-    return {
-        "edge_agreement": np.array([s.edge_agreement for s in edges]),
-        "edge_precision": np.array([s.edge_precision for s in edges]),
-        "edge_recall": np.array([s.edge_recall for s in edges]),
-        "operation_agreement": np.array([s.operation_agreement for s in ops]),
-    }
+    Edge metrics: the draws of :func:`random_genotypes` like ``found`` (as many active edges,
+    anywhere; only derivable ones). Operation agreement: those of :func:`random_operations`,
+    ``found``'s own edges with a uniformly random operation per node, so that it is scored on the
+    same nodes as ``found`` (random edges leave other nodes live, often OUT alone, and the metric
+    becomes a four-sided coin). Computed on edge sets and operation indices directly (no
+    Genotype objects), with the same distributions as those two functions."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    graph, edges = truth.graph, truth.graph.edges
+    truth_live, k = set(truth.live_edges()), len(found.edges)
+    rng = np.random.default_rng(seed)
+    edge_scores = []
+    for _ in range(1000 * count):  # a bound, as in random_genotypes
+        if len(edge_scores) == count:
+            break
+        live = set(graph.live_edges(edges[i] for i in rng.choice(len(edges), k, replace=False)))
+        if live:
+            edge_scores.append(_edge_scores(live, truth_live, edges))
+    else:
+        raise ValueError(f"fewer than {count} of the random genotypes with {k} active edges "
+                         "are derivable")
+    nodes = compared_nodes(found, truth)
+    wanted = np.array([found.operations.index(truth.choice(n).operation) for n in nodes])
+    drawn = np.random.default_rng(seed + 1).integers(0, len(found.operations),
+                                                     (count, len(nodes)))
+    values = np.array(edge_scores)  # (count, 3)
+    return {"edge_agreement": values[:, 0], "edge_precision": values[:, 1],
+            "edge_recall": values[:, 2], "operation_agreement": (drawn == wanted).mean(axis=1)}
 
 
 def _against(value: float, values: np.ndarray) -> dict:
