@@ -197,7 +197,8 @@ def main() -> None:
                         "target": "0", "met": collapsed == 0, "note": f"of {len(rows)}"})
         write_json(args.json, {"benchmark": "teacher_recovery",
                                "machine": environment("torch", load=load()),
-                               "records": records, "settings": settings, "runs": rows})
+                               "records": records, "settings": settings, "mean": summary,
+                               "runs": rows})
 
 
 if __name__ == "__main__":

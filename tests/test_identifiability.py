@@ -7,6 +7,10 @@ teacher's 8 edges to the superset, and the straight-through gradient of every ex
 is exactly zero, so an extra edge that starts on (alpha 0.5) has no reason to switch off. Absent
 edges are therefore not identifiable from the loss; only a price on active edges (our
 ``SearchConfig.gate_sparsity``, not the paper's) separates the two.
+
+The same holds for two of the teacher's operations: at D1 (one input) and OUT (a linear output
+layer) another operation computes exactly the teacher's function, so only C1's PROD and D2's
+CONCAT can be told apart by the loss.
 """
 
 from __future__ import annotations
