@@ -14,7 +14,9 @@ a uniformly random operation per node (the same live nodes, so the same nodes ar
 Per metric: the found value, chance's mean and 95th percentile, the share of chance draws it
 beats; then the same for the *mean over the seeds* against chance's distribution of that mean
 (``mean_against_chance``), and the operations a constant "every node ADD" guess would score on
-the same nodes (the teacher's live nodes are half ADD).
+the same nodes (the teacher's live nodes are half ADD), and how often the search picked the
+teacher's operation at C1 and D2, the only two compared nodes whose operation the loss can tell
+apart (``tests/test_identifiability.py``).
 
 ``--gate-sparsity`` turns on our optional price on active edges (not the paper's);
 ``--teacher-rows`` / ``--teacher-scale`` search a freshly generated teacher file instead of the
@@ -22,7 +24,7 @@ embedded one (same teacher model and seed; more rows, or a larger logit spread, 
 label signal), cached under ``benchmarks/_data/``.
 
 Records (``--json``): per metric the mean over the seeds, ``met`` when it beats chance's 95th
-percentile of that mean.
+percentile of that mean; the C1/D2 hits against a 1/4 binomial's 95th percentile; collapses.
 
 How to run
 ----------
