@@ -160,6 +160,7 @@ def main() -> None:
             found.append(genotype)
             row["active_edges"] = len(genotype.edges)
             row["live_edges"] = len(genotype.live_edges())
+            row["edges"] = [f"{src}->{dst}" for src, dst in genotype.edges]
             row["operations"] = operations_table(genotype)
             row["constant_add_operations"] = round(constant_add_agreement(genotype), 4)
             row["score"] = score_against_chance(genotype, count=args.chance, seed=seed)

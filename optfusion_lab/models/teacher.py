@@ -21,6 +21,8 @@ CONCAT in layer 2, with a skip from C1 to the output. Layer 3 is unused.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -227,34 +229,44 @@ def chance_distribution(
     same nodes as ``found`` (random edges leave other nodes live, often OUT alone, and the metric
     becomes a four-sided coin). Computed on edge sets and operation indices directly (no
     Genotype objects), with the same distributions as those two functions."""
+    return chance_values(len(found.edges), compared_nodes(found, truth), found.operations,
+                         truth, count, seed)
+
+
+def chance_values(
+    active: int, nodes: Sequence[str], operations: Sequence[str],
+    truth: Genotype = TEACHER_GENOTYPE, count: int = 1000, seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """:func:`chance_distribution` for a genotype with ``active`` active edges whose compared
+    nodes are ``nodes``, choosing among ``operations`` (what chance depends on)."""
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
     graph, edges = truth.graph, truth.graph.edges
-    truth_live, k = set(truth.live_edges()), len(found.edges)
+    truth_live = set(truth.live_edges())
     rng = np.random.default_rng(seed)
     edge_scores = []
     for _ in range(1000 * count):  # a bound, as in random_genotypes
         if len(edge_scores) == count:
             break
-        live = set(graph.live_edges(edges[i] for i in rng.choice(len(edges), k, replace=False)))
+        chosen = rng.choice(len(edges), active, replace=False)
+        live = set(graph.live_edges(edges[i] for i in chosen))
         if live:
             edge_scores.append(_edge_scores(live, truth_live, edges))
     else:
-        raise ValueError(f"fewer than {count} of the random genotypes with {k} active edges "
+        raise ValueError(f"fewer than {count} of the random genotypes with {active} active edges "
                          "are derivable")
-    nodes = compared_nodes(found, truth)
-    wanted = np.array([found.operations.index(truth.choice(n).operation) for n in nodes])
-    drawn = np.random.default_rng(seed + 1).integers(0, len(found.operations),
-                                                     (count, len(nodes)))
+    wanted = np.array([list(operations).index(truth.choice(n).operation) for n in nodes])
+    drawn = np.random.default_rng(seed + 1).integers(0, len(operations), (count, len(nodes)))
     values = np.array(edge_scores)  # (count, 3)
     return {"edge_agreement": values[:, 0], "edge_precision": values[:, 1],
             "edge_recall": values[:, 2], "operation_agreement": (drawn == wanted).mean(axis=1)}
 
 
 def _against(value: float, values: np.ndarray) -> dict:
+    """``value`` against chance's ``values`` (exact, unrounded: a tie is not a win)."""
     return {"found": round(float(value), 6), "chance_mean": round(float(values.mean()), 6),
             "chance_p95": round(float(np.percentile(values, 95)), 6),
-            "beats": round(float((value > values).mean()), 6)}
+            "beats": round(float((value > values + 1e-9).mean()), 6)}
 
 
 def score_against_chance(
@@ -263,7 +275,7 @@ def score_against_chance(
     """How ``found`` compares with chance: for every :class:`GenotypeScore` metric, its value,
     the mean and 95th percentile of its ``count`` chance values (:func:`chance_distribution`)
     and the share of them it beats (strictly)."""
-    found_score = score_genotype(found, truth).to_dict()
+    found_score = dataclasses.asdict(score_genotype(found, truth))
     chance = chance_distribution(found, truth, count, seed)
     return {metric: _against(value, chance[metric]) for metric, value in found_score.items()}
 
@@ -276,8 +288,14 @@ def mean_against_chance(
     the found mean is compared with the distribution of a mean over as many chance draws."""
     if not found:
         raise ValueError("no genotypes to score")
-    scores = [score_genotype(g, truth).to_dict() for g in found]
+    scores = [dataclasses.asdict(score_genotype(g, truth)) for g in found]
     chances = [chance_distribution(g, truth, count, seed + 2 * i) for i, g in enumerate(found)]
+    return means_against_chance(scores, chances)
+
+
+def means_against_chance(scores: list[dict], chances: list[dict]) -> dict:
+    """The mean of several genotypes' exact scores (dicts of :class:`GenotypeScore` fields)
+    against the mean of their chance values (:func:`chance_values`, one dict each)."""
     return {metric: _against(np.mean([s[metric] for s in scores]),
                              np.mean([c[metric] for c in chances], axis=0))
             for metric in scores[0]}
