@@ -98,8 +98,8 @@ def test_the_searched_operations_beat_chance_over_three_seeds(found):
 @pytest.mark.slow
 def test_with_a_clean_signal_the_identifiable_operations_are_found(clean_found):
     """With a clean teacher signal the search picks PROD at C1 and CONCAT at D2 more often than
-    chance (1/4 each), and its operations beat a constant ADD guess on the same edges, which the
-    embedded sample's do not (see the README's table)."""
+    chance (1/4 each), and its operations beat a constant ADD guess on the same edges by far
+    (0.75 against 0.50; on the embedded sample 0.64 against 0.56: see the README's table)."""
     picks = [(g.choice(n).operation, TEACHER_GENOTYPE.choice(n).operation)
              for g in clean_found for n in IDENTIFIABLE if n in compared_nodes(g)]
     hits = sum(a == b for a, b in picks)
