@@ -7,6 +7,10 @@ teacher's 8 edges to the superset, and the straight-through gradient of every ex
 is exactly zero, so an extra edge that starts on (alpha 0.5) has no reason to switch off. Absent
 edges are therefore not identifiable from the loss; only a price on active edges (our
 ``SearchConfig.gate_sparsity``, not the paper's) separates the two.
+
+The same holds for two of the teacher's operations: at D1 (one input) and OUT (a linear output
+layer) another operation computes exactly the teacher's function, so only C1's PROD and D2's
+CONCAT can be told apart by the loss.
 """
 
 from __future__ import annotations
@@ -98,3 +102,44 @@ def test_chance_baseline_of_the_teacher_scores():
     ordinary = score_against_chance(randoms[0], count=200, seed=1)
     assert ordinary["edge_agreement"]["beats"] < 0.95
     assert ordinary["edge_recall"]["found"] <= ordinary["edge_recall"]["chance_p95"]
+
+
+def with_operations(genotype, **operations):
+    """``genotype`` with some nodes' operations replaced (one-hot beta)."""
+    beta = [[4.0 if op == operations.get(choice.node, choice.operation) else 0.0
+             for op in genotype.operations] for choice in genotype.nodes]
+    sizes = ("num_fields", "embed_dim", "num_layers", "shallow", "operations")
+    return type(genotype).from_arch(**{k: getattr(genotype, k) for k in sizes},
+                                    alpha=list(genotype.alpha), beta=beta)
+
+
+def test_which_of_the_teachers_operations_the_loss_can_tell_apart():
+    """Of the four nodes operation agreement compares (C1, D1, D2, OUT), two are not identifiable
+    from the loss: D1 has one input (E), and with one input ADD and PROD are the same function
+    (x) and CONCAT is a linear map the deep block's own linear layer absorbs; OUT's output layer is
+    linear, so CONCAT with weights [I, I] computes ADD exactly. Only C1 (PROD) and D2 (CONCAT)
+    carry evidence; a search that picks ADD at D1 and OUT scores on them whatever it learned."""
+    truth = TEACHER_GENOTYPE
+    assert truth.inputs_of("D1") == ("E",) and len(truth.inputs_of("OUT")) == 2
+    torch.manual_seed(0)
+    teacher = FusionNetwork.from_genotype(truth, 60, truth.num_fields)
+    x = torch.randint(0, 60, (64, truth.num_fields), generator=torch.Generator().manual_seed(1))
+    expected = teacher(x)
+    d = truth.num_fields * truth.embed_dim
+    for operations in ({"D1": "prod"}, {"D1": "concat"}, {"OUT": "concat"}):
+        other = FusionNetwork.from_genotype(with_operations(truth, **operations), 60,
+                                            truth.num_fields)
+        missing, unexpected = other.load_state_dict(teacher.state_dict(), strict=False)
+        assert not unexpected and all(".concat." in name for name in missing)
+        with torch.no_grad():
+            for node in operations:
+                concat = getattr(other.fusions[node].ops, "concat", None)
+                if concat is not None:  # [I, I, ...]: the sum of the inputs, no bias
+                    k = concat.linear.in_features // d
+                    concat.linear.weight.copy_(torch.eye(d).repeat(1, k))
+                    concat.linear.bias.zero_()
+        torch.testing.assert_close(other(x), expected, rtol=0, atol=1e-5)  # the same function
+    # C1 with ADD instead of PROD is another function with the teacher's weights.
+    other = FusionNetwork.from_genotype(with_operations(truth, C1="add"), 60, truth.num_fields)
+    other.load_state_dict(teacher.state_dict())
+    assert (other(x) - expected).abs().max() > 1e-2

@@ -28,7 +28,7 @@ from optfusion_lab.fusion_search import (
 from optfusion_lab.models import ModelConfig
 from optfusion_lab.models.genotype import Genotype
 from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig, supernet_state_for
-from optfusion_lab.models.teacher import score_genotype, teacher_split_auc
+from optfusion_lab.models.teacher import teacher_split_auc
 from optfusion_lab.train import Callback, TrainConfig, TrainState, run_seeds, seed_everything
 from optfusion_lab.train.events import EventStream
 
@@ -150,8 +150,8 @@ def test_derived_model_reaches_the_dnn_baseline_on_teacher_data(teacher, searche
     d = teacher.num_fields * SUPERNET.embed_dim
     _, dnn = run_seeds("dnn", ModelConfig(embed_dim=4, mlp_dims=(d, d, d)), teacher, TRAIN, [0])
     assert derived["best_valid_auc"]["mean"] >= dnn["best_valid_auc"]["mean"]
-    score = score_genotype(searched.genotype)
-    assert 0.0 <= score.edge_agreement <= 1.0 and score.edge_recall > 0
+    # How the found genotype compares with the teacher's and with chance:
+    # tests/test_teacher_recovery.py.
     # The teacher itself is the ceiling: no student beats it on the same test rows.
     _, rows, seed = TEACHER_SAMPLE
     ceiling = teacher_split_auc(teacher.meta, teacher.arrays("test"), rows, seed)

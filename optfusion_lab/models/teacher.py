@@ -21,6 +21,8 @@ CONCAT in layer 2, with a skip from C1 to the output. Layer 3 is unused.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,20 +94,22 @@ def _raw_teacher_output(net: FusionNetwork, latent: np.ndarray) -> np.ndarray:
         return net(torch.from_numpy(latent + offsets)).double().numpy()
 
 
-def teacher_logits(latent: np.ndarray, seed: int) -> np.ndarray:
-    """True logits of rows given as latent indices (n, 11)."""
+def teacher_logits(latent: np.ndarray, seed: int, scale: float = TEACHER_SCALE) -> np.ndarray:
+    """True logits of rows given as latent indices (n, 11); ``scale`` is the spread of the
+    standardised logit (a larger one gives a stronger, less noisy label signal)."""
     net = teacher_network(seed)
     reference_rows = draw_teacher_inputs(np.random.default_rng([seed, 2]), 4096)
     reference = _raw_teacher_output(net, reference_rows)
     z = (_raw_teacher_output(net, latent) - reference.mean()) / reference.std()
-    return TEACHER_SCALE * z + TEACHER_BIAS
+    return scale * z + TEACHER_BIAS
 
 
-def generate_teacher(rows: int, seed: int = 0) -> SyntheticData:
-    """``rows`` rows in the KDD12 raw layout with labels drawn from the teacher."""
+def generate_teacher(rows: int, seed: int = 0, scale: float = TEACHER_SCALE) -> SyntheticData:
+    """``rows`` rows in the KDD12 raw layout with labels drawn from the teacher (``scale``: see
+    :func:`teacher_logits`; the embedded sample uses the default)."""
     rng = np.random.default_rng([seed, 1])
     latent = draw_teacher_inputs(rng, rows)
-    logits = teacher_logits(latent, seed)
+    logits = teacher_logits(latent, seed, scale)
     labels = (rng.random(rows) < 1.0 / (1.0 + np.exp(-logits))).astype(np.uint8)
     latent_by_name = {name: latent[:, j] for j, name in enumerate(TEACHER_FIELDS)}
     table = teacher_table(latent, labels)
@@ -125,18 +129,29 @@ class GenotypeScore:
         return {k: round(v, 6) for k, v in self.__dict__.items()}
 
 
+def _edge_scores(found: set, truth: set, edges) -> tuple[float, float, float]:
+    """Agreement, precision and recall of the live edge set ``found`` against ``truth``."""
+    agreement = sum((e in found) == (e in truth) for e in edges) / len(edges)
+    precision = len(found & truth) / len(found) if found else 0.0
+    recall = len(found & truth) / len(truth) if truth else 0.0
+    return agreement, precision, recall
+
+
+def compared_nodes(found: Genotype, truth: Genotype = TEACHER_GENOTYPE) -> tuple[str, ...]:
+    """The nodes whose operations :func:`score_genotype` compares: fusion nodes live in both
+    genotypes, and OUT always (in graph order)."""
+    both = (set(found.live_blocks()) & set(truth.live_blocks()) - {"C0"}) | {"OUT"}
+    return tuple(n for n in truth.graph.fusion_nodes if n in both)
+
+
 def score_genotype(found: Genotype, truth: Genotype = TEACHER_GENOTYPE) -> GenotypeScore:
     """Compare the *live* edges and operations of ``found`` with those of ``truth``."""
     if found.num_layers != truth.num_layers:
         raise ValueError("genotypes with different numbers of layers cannot be compared")
-    edges = truth.graph.edges
-    a, b = set(found.live_edges()), set(truth.live_edges())
-    agreement = sum((e in a) == (e in b) for e in edges) / len(edges)
-    precision = len(a & b) / len(a) if a else 0.0
-    recall = len(a & b) / len(b) if b else 0.0
-    both = (set(found.live_blocks()) & set(truth.live_blocks()) - {"C0"}) | {"OUT"}
+    scores = _edge_scores(set(found.live_edges()), set(truth.live_edges()), truth.graph.edges)
+    both = compared_nodes(found, truth)
     same = sum(found.choice(n).operation == truth.choice(n).operation for n in both)
-    return GenotypeScore(agreement, precision, recall, same / len(both))
+    return GenotypeScore(*scores, same / len(both))
 
 
 def teacher_split_auc(data_meta: dict, split_arrays, rows: int, seed: int, split: str = "test"):
@@ -185,18 +200,102 @@ def random_genotypes(like: Genotype, count: int, seed: int = 0) -> list[Genotype
                      "derivable")
 
 
+def random_operations(like: Genotype, count: int, seed: int = 0) -> list[Genotype]:
+    """``count`` genotypes with exactly ``like``'s edges and a uniformly random operation per
+    node: the chance level of the operations *given* the found connections (the same nodes are
+    live, so operation agreement is compared on the same nodes)."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    rng = np.random.default_rng(seed)
+    ops = like.operations
+    sizes = {k: getattr(like, k) for k in ("num_fields", "embed_dim", "num_layers", "shallow")}
+    genotypes = []
+    for _ in range(count):
+        beta = np.zeros((len(like.graph.fusion_nodes), len(ops)))
+        beta[np.arange(len(beta)), rng.integers(0, len(ops), len(beta))] = 1.0
+        genotypes.append(Genotype.from_arch(**sizes, operations=ops, alpha=list(like.alpha),
+                                            beta=beta.tolist()))
+    return genotypes
+
+
+def chance_distribution(
+    found: Genotype, truth: Genotype = TEACHER_GENOTYPE, count: int = 1000, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Per :class:`GenotypeScore` metric, its ``count`` values under chance.
+
+    Edge metrics: the draws of :func:`random_genotypes` like ``found`` (as many active edges,
+    anywhere; only derivable ones). Operation agreement: those of :func:`random_operations`,
+    ``found``'s own edges with a uniformly random operation per node, so that it is scored on the
+    same nodes as ``found`` (random edges leave other nodes live, often OUT alone, and the metric
+    becomes a four-sided coin). Computed on edge sets and operation indices directly (no
+    Genotype objects), with the same distributions as those two functions."""
+    return chance_values(len(found.edges), compared_nodes(found, truth), found.operations,
+                         truth, count, seed)
+
+
+def chance_values(
+    active: int, nodes: Sequence[str], operations: Sequence[str],
+    truth: Genotype = TEACHER_GENOTYPE, count: int = 1000, seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """:func:`chance_distribution` for a genotype with ``active`` active edges whose compared
+    nodes are ``nodes``, choosing among ``operations`` (what chance depends on)."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    graph, edges = truth.graph, truth.graph.edges
+    truth_live = set(truth.live_edges())
+    rng = np.random.default_rng(seed)
+    edge_scores = []
+    for _ in range(1000 * count):  # a bound, as in random_genotypes
+        if len(edge_scores) == count:
+            break
+        chosen = rng.choice(len(edges), active, replace=False)
+        live = set(graph.live_edges(edges[i] for i in chosen))
+        if live:
+            edge_scores.append(_edge_scores(live, truth_live, edges))
+    else:
+        raise ValueError(f"fewer than {count} of the random genotypes with {active} active edges "
+                         "are derivable")
+    wanted = np.array([list(operations).index(truth.choice(n).operation) for n in nodes])
+    drawn = np.random.default_rng(seed + 1).integers(0, len(operations), (count, len(nodes)))
+    values = np.array(edge_scores)  # (count, 3)
+    return {"edge_agreement": values[:, 0], "edge_precision": values[:, 1],
+            "edge_recall": values[:, 2], "operation_agreement": (drawn == wanted).mean(axis=1)}
+
+
+def _against(value: float, values: np.ndarray) -> dict:
+    """``value`` against chance's ``values`` (exact, unrounded: a tie is not a win)."""
+    return {"found": round(float(value), 6), "chance_mean": round(float(values.mean()), 6),
+            "chance_p95": round(float(np.percentile(values, 95)), 6),
+            "beats": round(float((value > values + 1e-9).mean()), 6)}
+
+
 def score_against_chance(
     found: Genotype, truth: Genotype = TEACHER_GENOTYPE, count: int = 1000, seed: int = 0
 ) -> dict:
     """How ``found`` compares with chance: for every :class:`GenotypeScore` metric, its value,
-    the mean and 95th percentile of ``count`` :func:`random_genotypes` like ``found`` (same
-    number of active edges), and the share of them it beats (strictly)."""
-    found_score = score_genotype(found, truth).to_dict()
-    chance = [score_genotype(g, truth).to_dict() for g in random_genotypes(found, count, seed)]
-    report = {}
-    for metric, value in found_score.items():
-        values = np.array([c[metric] for c in chance])
-        report[metric] = {"found": value, "chance_mean": round(float(values.mean()), 6),
-                          "chance_p95": round(float(np.percentile(values, 95)), 6),
-                          "beats": round(float((value > values).mean()), 6)}
-    return report
+    the mean and 95th percentile of its ``count`` chance values (:func:`chance_distribution`)
+    and the share of them it beats (strictly)."""
+    found_score = dataclasses.asdict(score_genotype(found, truth))
+    chance = chance_distribution(found, truth, count, seed)
+    return {metric: _against(value, chance[metric]) for metric, value in found_score.items()}
+
+
+def mean_against_chance(
+    found: list[Genotype], truth: Genotype = TEACHER_GENOTYPE, count: int = 1000, seed: int = 0
+) -> dict:
+    """As :func:`score_against_chance` for the *mean* over several found genotypes (e.g. one per
+    search seed): chance's i-th value is the mean of the i-th chance value of each genotype, so
+    the found mean is compared with the distribution of a mean over as many chance draws."""
+    if not found:
+        raise ValueError("no genotypes to score")
+    scores = [dataclasses.asdict(score_genotype(g, truth)) for g in found]
+    chances = [chance_distribution(g, truth, count, seed + 2 * i) for i, g in enumerate(found)]
+    return means_against_chance(scores, chances)
+
+
+def means_against_chance(scores: list[dict], chances: list[dict]) -> dict:
+    """The mean of several genotypes' exact scores (dicts of :class:`GenotypeScore` fields)
+    against the mean of their chance values (:func:`chance_values`, one dict each)."""
+    return {metric: _against(np.mean([s[metric] for s in scores]),
+                             np.mean([c[metric] for c in chances], axis=0))
+            for metric in scores[0]}
