@@ -5,17 +5,20 @@ What it measures
 1. Step time (default mode). A DCN of the reference shape (3 CrossNet-v1 layers beside an MLP of
    three layers of width d = F*D; D = 16, F = 39, d = 624) takes training steps (forward, BCE,
    backward, optimizer step) at batch 4096 on in-memory batches of random ids, for four
-   configurations in one process: a table of ``--large`` (10M) and of ``--small`` (100k)
-   features, each with ``embedding_update="dense"`` (Adam over the whole table, the reference)
-   and ``"sparse"`` (sparse gradients, SparseAdam on the touched rows; see
-   ``optfusion_lab.train.optim``). Ids are uniform within each field's share of the table, the
-   most distinct rows per batch a table of that size gives (a real, skewed column touches
-   fewer). After ``--warmup`` unmeasured steps per configuration, ``--rounds`` rounds each take
-   ``--steps`` timed steps of every configuration in turn (interleaved, so a change of the
-   machine's load reaches all four), and each configuration's figure is its median step.
-   Reported: the step-time ratio large / small table for both paths (target: at most 1.5x for
-   the sparse path) and the DCN's sparse / dense step-time ratio on the large table (target:
-   below 1, the sparse path faster).
+   models in one process: a table of ``--large`` (10M) and of ``--small`` (100k) features,
+   each with ``embedding_update="dense"`` (Adam over the whole table, the reference) and
+   ``"sparse"`` (sparse gradients, SparseAdam on the touched rows; see
+   ``optfusion_lab.train.optim``). The small table's batches have ids uniform within each
+   field's share of the table (about 80k distinct rows per batch). The large table's batches
+   touch the same number of distinct rows, spread over the whole table (local id i of a field
+   becomes row i * 100 of its share), so that the ratio shows what the vocabulary itself costs;
+   the sparse large table also runs batches with ids uniform over it (about 158k distinct
+   rows, twice the work of the touched rows), reported beside. After ``--warmup`` unmeasured
+   steps per configuration, ``--rounds`` rounds each take ``--steps`` timed steps of every
+   configuration in turn (interleaved, so a change of the machine's load reaches all), and each
+   configuration's figure is its median step. Reported: the step-time ratio large / small table
+   for both paths (target: at most 1.5x for the sparse path) and the DCN's sparse / dense
+   step-time ratio on the large table (target: below 1, the sparse path faster).
 2. Test AUC (``--auc``). On the shared real Criteo and Avazu rows (``$OPTFUSION_REAL_SAMPLES``,
    prepared with threshold 2 and seed 42 into a temporary directory, never copied), a DCN
    (D = 16, MLP 400-400-400, 3 cross layers, lr 1e-3, the dataset preset's DCN L2 on both
@@ -77,51 +80,74 @@ def record(metric: str, value: float, unit: str, target: str | None = None,
 # --- 1. step time -------------------------------------------------------------------------
 
 
-def random_batch(num_features: int, batch_size: int, g: torch.Generator):
-    """Ids uniform within each field's equal share of the table, and random labels."""
+def random_batch(num_features: int, batch_size: int, g: torch.Generator,
+                 rows_of: int | None = None):  # fmt: skip
+    """Random ids and labels. Ids are uniform within each field's equal share of the table; with
+    ``rows_of``, they are the ids of a ``rows_of``-feature table spread over this one (local id
+    i of a field becomes row i * stride of its share): the batch then touches as many distinct
+    rows as it would in the smaller table, scattered over the whole larger one."""
     per_field = num_features // NUM_FIELDS
     offsets = torch.arange(NUM_FIELDS) * per_field  # (F,)
-    ids = torch.randint(0, per_field, (batch_size, NUM_FIELDS), generator=g) + offsets
+    drawn = per_field if rows_of is None else rows_of // NUM_FIELDS
+    local = torch.randint(0, drawn, (batch_size, NUM_FIELDS), generator=g)  # (B, F)
+    ids = local * (per_field // drawn) + offsets
     return ids, torch.randint(0, 2, (batch_size,), generator=g).float()  # (B, F), (B,)
 
 
-class Stepper:
+class Model:
     """One DCN and its optimizer for one (table size, update path)."""
 
-    def __init__(self, num_features: int, update: str, batch_size: int, seed: int = 0):
+    def __init__(self, num_features: int, update: str, seed: int = 0):
         torch.manual_seed(seed)
         self.model = build_model("dcn", num_features, NUM_FIELDS,
                                  reference_dcn_config(NUM_FIELDS, EMBED_DIM)).train()
         cfg = TrainConfig(embedding_update=update, l2_emb=3e-6, l2_nn=3e-6)
         self.optimizer = make_optimizer(self.model, cfg)
-        self.num_features, self.batch_size = num_features, batch_size
+        self.num_features = num_features
+
+
+class Stepper:
+    """Training steps of one model on one kind of batch, and their times."""
+
+    def __init__(self, model: Model, batch_size: int, rows_of: int | None, seed: int = 0):
+        self.m, self.batch_size, self.rows_of = model, batch_size, rows_of
         self.g = torch.Generator().manual_seed(seed)
         self.times: list[float] = []
         self.distinct_rows: list[int] = []
 
     def step(self, timed: bool) -> None:
-        ids, y = random_batch(self.num_features, self.batch_size, self.g)
+        ids, y = random_batch(self.m.num_features, self.batch_size, self.g, self.rows_of)
         started = time.perf_counter()
-        loss = nn.functional.binary_cross_entropy_with_logits(self.model(ids), y)
-        self.optimizer.zero_grad(set_to_none=True)
+        loss = nn.functional.binary_cross_entropy_with_logits(self.m.model(ids), y)
+        self.m.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizer.step()
+        self.m.optimizer.step()
         if timed:
             self.times.append(time.perf_counter() - started)
             self.distinct_rows.append(int(ids.unique().numel()))
 
 
 def step_times(args) -> list[dict]:
-    sizes = {"large": args.large, "small": args.small}
-    steppers = {}
-    for size, features in sizes.items():
-        for update in ("sparse", "dense"):
-            steppers[size, update] = Stepper(features, update, args.batch_size)
-    for (size, update), s in steppers.items():
+    models = {(size, update): Model(features, update)
+              for size, features in (("large", args.large), ("small", args.small))
+              for update in ("sparse", "dense")}
+    # (table, update, batches): "equal" touches the small table's number of distinct rows,
+    # "uniform" ids uniform over the table (more distinct rows in the larger table)
+    steppers = {
+        ("large", "sparse", "equal"): Stepper(models["large", "sparse"], args.batch_size,
+                                              args.small),
+        ("large", "dense", "equal"): Stepper(models["large", "dense"], args.batch_size,
+                                             args.small),
+        ("large", "sparse", "uniform"): Stepper(models["large", "sparse"], args.batch_size,
+                                                None, seed=1),
+        ("small", "sparse", "uniform"): Stepper(models["small", "sparse"], args.batch_size, None),
+        ("small", "dense", "uniform"): Stepper(models["small", "dense"], args.batch_size, None),
+    }
+    for key, s in steppers.items():
         started = time.perf_counter()
         for _ in range(args.warmup):
             s.step(timed=False)
-        print(f"  warm-up {size:<5} {update:<6} {time.perf_counter() - started:6.1f} s",
+        print(f"  warm-up {' '.join(key):<22} {time.perf_counter() - started:6.1f} s",
               flush=True)
     for r in range(args.rounds):
         for s in steppers.values():
@@ -130,23 +156,28 @@ def step_times(args) -> list[dict]:
         print(f"  round {r + 1}/{args.rounds} done, load {load()}", flush=True)
     median = {key: statistics.median(s.times) for key, s in steppers.items()}
     records = []
-    for (size, update), seconds in median.items():
-        s = steppers[size, update]
+    for (size, update, batches), seconds in median.items():
+        s = steppers[size, update, batches]
         records.append(record(
-            f"dcn_step_seconds_{update}_{size}", seconds, "s",
-            note=f"{sizes[size]:,} features, median of {len(s.times)} steps, "
-                 f"{statistics.mean(s.distinct_rows):,.0f} distinct rows per batch"))
+            f"dcn_step_seconds_{update}_{size}_{batches}", seconds, "s",
+            note=f"{s.m.num_features:,} features, {batches} batches, median of {len(s.times)} "
+                 f"steps, {statistics.mean(s.distinct_rows):,.0f} distinct rows per batch"))
     label = f"{parse_label(args.large)} vs {parse_label(args.small)} features"
     for update in ("sparse", "dense"):
-        ratio = median["large", update] / median["small", update]
+        ratio = median["large", update, "equal"] / median["small", update, "uniform"]
         target, met = (f"<= {STEP_TARGET}", ratio <= STEP_TARGET) if update == "sparse" else (
             None, None)
         records.append(record(f"{update}_step_ratio_large_vs_small", ratio, "x", target, met,
-                              f"DCN step time, {label}, {update} embedding update"))
-    faster = median["large", "sparse"] / median["large", "dense"]
+                              f"DCN step time, {label}, {update} embedding update, the same "
+                              "number of distinct rows per batch"))
+    uniform = median["large", "sparse", "uniform"] / median["small", "sparse", "uniform"]
+    records.append(record("sparse_step_ratio_large_vs_small_uniform_ids", uniform, "x",
+                          note="as above, ids uniform over each table: the larger table's "
+                               "batches touch more distinct rows"))
+    faster = median["large", "sparse", "equal"] / median["large", "dense", "equal"]
     records.append(record("dcn_sparse_vs_dense_step_ratio_large", faster, "x", "< 1",
-                          faster < 1, f"sparse / dense step time at {sizes['large']:,} "
-                                      "features (below 1: the sparse path is faster)"))
+                          faster < 1, f"sparse / dense step time at {args.large:,} features "
+                                      "(below 1: the sparse path is faster)"))
     return records
 
 
