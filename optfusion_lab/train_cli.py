@@ -68,7 +68,7 @@ def add_loop_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--embedding-update", choices=EMBEDDING_UPDATES, metavar="dense|sparse",
                    help="dense: Adam over the whole embedding table every step (the reference, "
-                   "default); sparse: only the rows the batch touches (SparseAdam, L2 on those "
+                   "default); sparse: only the rows the batch touches (lazy Adam, L2 on those "
                    "rows; not under NCCL), for large vocabularies (see the README)")
 
 

@@ -21,7 +21,7 @@ from optfusion_lab.data.dataset import PreparedData
 from optfusion_lab.models import MODELS, ModelConfig, build_model
 from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig
 from optfusion_lab.train import Callback, TrainConfig, fit, make_optimizer
-from optfusion_lab.train.optim import SparseAdamL2, embedding_parameters, touched_row_l2
+from optfusion_lab.train.optim import LazyAdam, embedding_parameters, touched_row_l2
 
 N, F = 60, 4  # features, fields
 SMALL = ModelConfig(embed_dim=3, mlp_dims=(8,), cross_layers=1, cin_sizes=(F,))
@@ -83,7 +83,7 @@ def test_sparse_path_uses_sparse_gradients_for_every_table_and_dense_adam_for_th
     optimizer = make_optimizer(model, TrainConfig(embedding_update="sparse", lr_emb=2e-3,
                                                   l2_emb=1e-4, lr_nn=5e-4, l2_nn=1e-5))
     embedding, network = optimizer.optimizers
-    assert isinstance(embedding, SparseAdamL2) and type(network) is torch.optim.Adam
+    assert isinstance(embedding, LazyAdam) and type(network) is torch.optim.Adam
     assert [(g["name"], g["lr"], g["weight_decay"]) for g in optimizer.param_groups] == [
         ("embedding", 2e-3, 1e-4), ("network", 5e-4, 1e-5)]
     assert len(embedding.param_groups[0]["params"]) == 2
@@ -123,7 +123,7 @@ def test_touched_row_l2_equals_the_closed_form():
     assert touched_row_l2(sparse.grad, sparse, 0.0).to_dense().equal(sparse.grad.to_dense())
 
 
-def test_sparse_adam_l2_equals_dense_adam_with_coupled_l2_when_every_row_is_touched():
+def test_lazy_adam_equals_dense_adam_with_coupled_l2_when_every_row_is_touched():
     """When every batch touches every row, the lazy update is Adam itself: same weights as
     torch.optim.Adam(weight_decay=c) step after step, up to where eps enters (SparseAdam adds
     it before the bias correction of the second moment, Adam after). Without the L2 they
@@ -138,7 +138,7 @@ def test_sparse_adam_l2_equals_dense_adam_with_coupled_l2_when_every_row_is_touc
         if kind == "dense":
             optimizer = torch.optim.Adam([weight], lr=1e-2, weight_decay=decay)
         else:
-            optimizer = SparseAdamL2([{"params": [weight], "lr": 1e-2, "weight_decay": decay}])
+            optimizer = LazyAdam([{"params": [weight], "lr": 1e-2, "weight_decay": decay}])
         for batch in ids:
             optimizer.zero_grad(set_to_none=True)
             lookup = nn.functional.embedding(batch, weight, sparse=kind != "dense")
@@ -149,7 +149,29 @@ def test_sparse_adam_l2_equals_dense_adam_with_coupled_l2_when_every_row_is_touc
     assert (results["sparse-no-l2"] - results["dense"]).abs().max() > 1e-3
 
 
-def test_sparse_adam_l2_names_the_fix_for_dense_gradients():
+def test_lazy_adam_without_l2_equals_torch_sparse_adam():
+    """LazyAdam is SparseAdam's update done with index operations: the same weights and
+    state, on batches with repeated rows and rows left out."""
+    torch.manual_seed(0)
+    start = torch.randn(N, 3)
+    batches = [torch.randint(0, N // (k + 1), (8, F)) for k in range(5)]
+    weights, states = {}, {}
+    for kind in ("torch", "lazy"):
+        weight = nn.Parameter(start.clone())
+        optimizer = (torch.optim.SparseAdam([weight], lr=1e-2) if kind == "torch"
+                     else LazyAdam([weight], lr=1e-2))
+        for batch in batches:
+            optimizer.zero_grad(set_to_none=True)
+            nn.functional.embedding(batch, weight, sparse=True).sin().sum().backward()
+            optimizer.step()
+        weights[kind], states[kind] = weight.detach(), optimizer.state[weight]
+    torch.testing.assert_close(weights["lazy"], weights["torch"], rtol=0, atol=1e-6)
+    assert states["lazy"]["step"] == states["torch"]["step"] == 5
+    for key in ("exp_avg", "exp_avg_sq"):
+        torch.testing.assert_close(states["lazy"][key], states["torch"][key], rtol=0, atol=1e-6)
+
+
+def test_lazy_adam_names_the_fix_for_dense_gradients():
     torch.manual_seed(0)
     model = build_model("dnn", N, F, SMALL)
     optimizer = make_optimizer(model, TrainConfig(embedding_update="sparse"))
@@ -226,7 +248,7 @@ class InterruptAt(Callback):
 
 
 def test_resume_with_the_sparse_update_equals_an_uninterrupted_run(criteo, tmp_path):
-    """The checkpoint carries SparseAdam's state (step and both moments of every row)."""
+    """The checkpoint carries LazyAdam's state (step and both moments of every row)."""
     cfg = TrainConfig(epochs=3, patience=5, batch_size=256, device="cpu", progress=False,
                       threads=1, embedding_update="sparse", l2_emb=1e-4)
     whole = fit(dcn(criteo), criteo, cfg)

@@ -41,7 +41,7 @@ class TrainConfig:
     validate_start: bool = False  # validate the starting weights first, as "epoch 0": an epoch
     # must beat them, else they are kept (warm-started retraining, as the reference does)
     embedding_update: str = "dense"  # "dense": Adam over the whole table every step (the
-    # reference); "sparse": sparse gradients and SparseAdam, touched rows only (see .optim)
+    # reference); "sparse": sparse gradients, lazy Adam on the touched rows only (see .optim)
 
     def __post_init__(self) -> None:
         positive = {

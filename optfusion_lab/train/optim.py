@@ -6,17 +6,19 @@ Two ways to update the embedding tables (``TrainConfig.embedding_update``):
   tables' gradients are dense ``(num_features, D)`` tensors, and every step reads and writes
   every row's weight and both Adam moments, so a step costs O(vocabulary).
 - ``"sparse"``: the tables give sparse gradients (``nn.Embedding(sparse=True)``) and
-  :class:`SparseAdamL2` updates only the rows the batch looked up (``torch.optim.SparseAdam``,
-  a lazy Adam: a row's moments and weight change only at the steps whose batch contains it),
-  while ``torch.optim.Adam`` updates the network; a step costs O(rows touched). Its L2 is the
-  reference's coupled L2 *restricted to the touched rows* (see :func:`touched_row_l2`): coupled
-  L2 cannot reach a row the step does not read, and SparseAdam has no weight decay of its own.
+  :class:`LazyAdam` updates only the rows the batch looked up (the update of
+  ``torch.optim.SparseAdam``, a lazy Adam: a row's moments and weight change only at the steps
+  whose batch contains it), while ``torch.optim.Adam`` updates the network; a step costs
+  O(rows touched). Its L2 is the reference's coupled L2 *restricted to the touched rows* (see
+  :func:`touched_row_l2`): coupled L2 cannot reach a row the step does not read, and
+  SparseAdam has no weight decay of its own.
   Rows absent from a batch are left exactly as they are, which is also what
   ``--embedding-l2 off`` is for on the dense path (the decay of absent rows, README).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -76,7 +78,7 @@ def make_optimizer(
     """The optimizer of :func:`param_groups` for ``cfg.embedding_update``.
 
     ``"dense"``: Adam over both groups (coupled L2 via weight_decay, as the reference).
-    ``"sparse"``: a :class:`JointOptimizer` of :class:`SparseAdamL2` over the embedding group
+    ``"sparse"``: a :class:`JointOptimizer` of :class:`LazyAdam` over the embedding group
     and Adam over the network group (same names, learning rates and L2 coefficients). Either
     way this also sets the model's tables to dense or sparse gradients
     (:func:`~optfusion_lab.components.embedding.set_sparse_gradients`), since the two must
@@ -92,7 +94,7 @@ def make_optimizer(
     if not sparse:
         return torch.optim.Adam(groups)
     embedding, network = groups
-    return JointOptimizer(SparseAdamL2([embedding]), torch.optim.Adam([network]))
+    return JointOptimizer(LazyAdam([embedding]), torch.optim.Adam([network]))
 
 
 def touched_row_l2(grad: torch.Tensor, weight: torch.Tensor, coefficient: float) -> torch.Tensor:
@@ -114,27 +116,45 @@ def touched_row_l2(grad: torch.Tensor, weight: torch.Tensor, coefficient: float)
                                    check_invariants=False)
 
 
-class SparseAdamL2(torch.optim.SparseAdam):
-    """``torch.optim.SparseAdam`` with a ``weight_decay`` per group, applied by
-    :func:`touched_row_l2` (coupled L2 on the rows each step touches) before the lazy Adam
-    step. Its state dict is SparseAdam's (``step``, ``exp_avg``, ``exp_avg_sq`` per table).
+class LazyAdam(torch.optim.Optimizer):
+    """Row-wise lazy Adam for tables with sparse gradients, with coupled L2 on the touched rows.
 
-    ``SparseAdamL2([{"params": [table.weight], "lr": 1e-3, "weight_decay": 3e-6}])``
+    ``LazyAdam([{"params": [table.weight], "lr": 1e-3, "weight_decay": 3e-6}])``
+
+    The arithmetic and the state of ``torch.optim.SparseAdam`` (per table ``step``, ``exp_avg``,
+    ``exp_avg_sq``; the bias correction uses the table's step count), plus a ``weight_decay`` per
+    group applied by :func:`touched_row_l2`. For the R distinct rows of the step (``g`` their
+    gradient, L2 included; ``m``, ``v`` their moments)::
+
+        m = beta1 * m + (1 - beta1) * g          v = beta2 * v + (1 - beta2) * g^2
+        w -= lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)
+
+    and no other row is read or written. It gathers the touched rows of each moment once
+    (``index_select``), updates them, and writes them back (``index_copy_``, ``index_add_``):
+    five passes over the R rows, where SparseAdam makes eight sparse-tensor passes
+    (``sparse_mask``, dense ``add_`` of a sparse tensor), which cost more per row in a large
+    table (``benchmarks/README.md`` has the measurement).
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0):  # fmt: skip
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"betas must lie in [0, 1), got {betas}")
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, got {eps}")
         if not weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-        super().__init__(params, lr=lr, betas=betas, eps=eps)
-        for group in self.param_groups:
-            group.setdefault("weight_decay", weight_decay)
+        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
+        super().__init__(params, defaults)
 
     @torch.no_grad()
     def step(self, closure=None):
         if closure is not None:  # the L2 must be added to the gradients the closure makes
-            raise ValueError("SparseAdamL2.step takes no closure")
+            raise ValueError("LazyAdam.step takes no closure")
         for group in self.param_groups:
+            beta1, beta2 = group["betas"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -144,8 +164,26 @@ class SparseAdamL2(torch.optim.SparseAdam):
                         "optimizer with make_optimizer (it sets the tables' sparse flag), or "
                         "call set_sparse_gradients(model, True) before the first step"
                     )
-                p.grad = touched_row_l2(p.grad, p, group["weight_decay"])
-        return super().step(closure)
+                grad = touched_row_l2(p.grad, p, group["weight_decay"])
+                rows, g = grad.indices()[0], grad.values()  # (R,), (R, D)
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p,
+                                                           memory_format=torch.preserve_format)
+                state["step"] += 1
+                if rows.numel() == 0:
+                    continue
+                t = state["step"]
+                m = state["exp_avg"].index_select(0, rows).lerp_(g, 1 - beta1)  # (R, D)
+                v = state["exp_avg_sq"].index_select(0, rows)  # (R, D)
+                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                state["exp_avg"].index_copy_(0, rows, m)
+                state["exp_avg_sq"].index_copy_(0, rows, v)
+                step_size = group["lr"] * math.sqrt(1 - beta2**t) / (1 - beta1**t)
+                p.index_add_(0, rows, m.div_(v.sqrt_().add_(group["eps"])), alpha=-step_size)
+        return None
 
 
 class JointOptimizer:
