@@ -130,10 +130,10 @@ class LazyAdam(torch.optim.Optimizer):
         w -= lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)
 
     and no other row is read or written. It gathers the touched rows of each moment once
-    (``index_select``), updates them, and writes them back (``index_copy_``, ``index_add_``):
-    five passes over the R rows, where SparseAdam makes eight sparse-tensor passes
-    (``sparse_mask``, dense ``add_`` of a sparse tensor), which cost more per row in a large
-    table (``benchmarks/README.md`` has the measurement).
+    (``index_select``), updates them, and writes them back (``index_copy_``, and ``index_add_``
+    into the weight): five passes over the R rows, where SparseAdam's two ``sparse_mask`` and
+    three additions of a sparse tensor to a dense one take twice the time on a 10M-row table
+    (``benchmarks/README.md``).
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
