@@ -214,7 +214,7 @@ def paired_auc(args) -> list[dict]:
             records.append(record(
                 f"test_auc_sparse_minus_dense_{dataset}", mean, "AUC",
                 "|mean| <= 2 SE (no measurable difference)", abs(mean) <= 2 * se,
-                f"paired over {len(diffs)} seeds, SE {se:.4f}; dense "
+                f"paired over {len(diffs)} seeds, SE {se:.5f}; dense "
                 f"{statistics.mean(aucs['dense']):.4f}, sparse "
                 f"{statistics.mean(aucs['sparse']):.4f}; DCN D=16 MLP 400x3, lr 1e-3, L2 {l2:g} "
                 f"both groups, batch {args.auc_batch_size}, patience 2, {data.num_features:,} "
