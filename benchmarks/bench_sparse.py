@@ -7,7 +7,7 @@ What it measures
    backward, optimizer step) at batch 4096 on in-memory batches of random ids, for four
    models in one process: a table of ``--large`` (10M) and of ``--small`` (100k) features,
    each with ``embedding_update="dense"`` (Adam over the whole table, the reference) and
-   ``"sparse"`` (sparse gradients, SparseAdam on the touched rows; see
+   ``"sparse"`` (sparse gradients, ``LazyAdam`` on the touched rows; see
    ``optfusion_lab.train.optim``). The small table's batches have ids uniform within each
    field's share of the table (about 80k distinct rows per batch). The large table's batches
    touch the same number of distinct rows, spread over the whole table (local id i of a field
@@ -28,7 +28,7 @@ What it measures
    ``sd / sqrt(n)``, and whether it is within two standard errors of zero.
 
 Memory: the 10M-feature table is 640 MB; dense Adam adds a 640 MB gradient and 1.3 GB of
-moments, SparseAdam 1.3 GB of moments: about 5 GB for the four models. Run one at a time.
+moments, the sparse path 1.3 GB of moments: about 5 GB for the four models. Run one at a time.
 
 How to run
 ----------

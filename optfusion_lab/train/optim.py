@@ -11,9 +11,9 @@ Two ways to update the embedding tables (``TrainConfig.embedding_update``):
   whose batch contains it), while ``torch.optim.Adam`` updates the network; a step costs
   O(rows touched). Its L2 is the reference's coupled L2 *restricted to the touched rows* (see
   :func:`touched_row_l2`): coupled L2 cannot reach a row the step does not read, and
-  SparseAdam has no weight decay of its own.
-  Rows absent from a batch are left exactly as they are, which is also what
-  ``--embedding-l2 off`` is for on the dense path (the decay of absent rows, README).
+  SparseAdam has no weight decay of its own. Rows absent from a batch are left exactly as they
+  are (on the dense path, ``--embedding-l2 off`` stops their decay, but Adam's momentum still
+  moves the rows of earlier batches).
 """
 
 from __future__ import annotations
