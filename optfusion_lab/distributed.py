@@ -6,6 +6,11 @@ starts one process per GPU (or N CPU processes with the gloo backend). Each proc
 takes every N-th index of the epoch's permutation), and DDP averages the gradients of every
 parameter, architecture parameters included, so alpha and beta stay identical on every rank.
 Only rank 0 writes files.
+
+The sparse embedding update (``--embedding-update sparse``) gives the tables sparse gradients;
+DDP all-reduces them with the backend's sparse all-reduce, which gloo has and NCCL has not.
+It therefore runs under gloo (CPU processes) and is a clear error under NCCL, raised when the
+optimizer is built, before any step (:func:`check_embedding_update`).
 """
 
 from __future__ import annotations
@@ -38,6 +43,25 @@ def init_from_env() -> bool:
     else:
         dist.init_process_group("gloo")
     return True
+
+
+def check_embedding_update(embedding_update: str) -> None:
+    """Raise ValueError when ``embedding_update`` cannot run on the current process group.
+
+    ``"sparse"`` needs a backend with a sparse all-reduce: gloo. NCCL (the backend of CUDA
+    processes, :func:`init_from_env`) has none; there, use ``--embedding-update dense`` or one
+    process. Outside torch.distributed every choice runs.
+    """
+    if embedding_update != "sparse" or not (dist.is_available() and dist.is_initialized()):
+        return
+    backend = str(dist.get_backend()).lower()
+    if backend != "gloo":
+        raise ValueError(
+            f"--embedding-update sparse (TrainConfig.embedding_update='sparse') cannot run under "
+            f"torch.distributed with the {backend} backend: its sparse embedding gradients need "
+            "a sparse all-reduce, which NCCL does not have. Use --embedding-update dense for "
+            "multi-GPU training, a single process, or CPU processes (gloo)."
+        )
 
 
 def shutdown() -> None:

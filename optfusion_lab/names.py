@@ -44,6 +44,10 @@ SELECTIONS: tuple[str, ...] = ("hard", "soft")
 # Device choices: auto picks cuda when available.
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
+# How the embedding tables are updated (optfusion_lab.train.TrainConfig.embedding_update): the
+# whole table by dense Adam every step (the reference), or only the rows the batch touches.
+EMBEDDING_UPDATES: tuple[str, ...] = ("dense", "sparse")
+
 
 # Initialisations of beta (optfusion_lab.models.supernet.SupernetConfig.beta_init): per-node
 # Xavier normal (the reference), all zeros (equal operation weights), N(0, std).

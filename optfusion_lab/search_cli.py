@@ -106,7 +106,8 @@ def _train_config(base, args):
     import dataclasses
 
     changes = {"epochs": args.epochs, "batch_size": args.batch_size, "threads": args.threads,
-               "lr_emb": args.lr, "lr_nn": args.lr, "l2_emb": args.l2, "l2_nn": args.l2}
+               "lr_emb": args.lr, "lr_nn": args.lr, "l2_emb": args.l2, "l2_nn": args.l2,
+               "embedding_update": args.embedding_update}
     return dataclasses.replace(
         base,
         **{k: v for k, v in changes.items() if v is not None},

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from optfusion_lab.names import DEVICES, MODELS
+from optfusion_lab.names import DEVICES, EMBEDDING_UPDATES, MODELS
 from optfusion_lab.presets import PRESETS, describe_presets
 
 DEFAULT_SEEDS = (0, 1, 2)  # DESIGN.md: report mean +- std over seeds, never a single run
@@ -66,6 +66,10 @@ def add_loop_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-shuffle", action="store_true",
                    help="keep the stored order every epoch (the reference's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--embedding-update", choices=EMBEDDING_UPDATES, metavar="dense|sparse",
+                   help="dense: Adam over the whole embedding table every step (the reference, "
+                   "default); sparse: only the rows the batch touches (lazy Adam, L2 on those "
+                   "rows; not under NCCL), for large vocabularies (see the README)")
 
 
 def add_predict_parser(subparsers) -> argparse.ArgumentParser:
@@ -124,6 +128,7 @@ def run_train(args: argparse.Namespace) -> int:
         "lr_nn": args.lr,
         "l2_emb": args.l2 if preset.embedding_l2 else None,  # off stays off under --l2
         "l2_nn": args.l2,
+        "embedding_update": args.embedding_update,
     }
     train_cfg = dataclasses.replace(
         train_cfg,

@@ -22,6 +22,23 @@ class FeatureEmbedding(nn.Module):
         return self.table(x)  # (B, F) -> (B, F, D)
 
 
+def set_sparse_gradients(model: nn.Module, sparse: bool) -> int:
+    """Make every embedding table of ``model`` give sparse (True) or dense (False) gradients;
+    return how many tables there are.
+
+    With sparse gradients a lookup's backward pass yields a sparse tensor holding only the
+    rows the batch looked up, ``(B*F, D)`` values, instead of a dense ``(num_features, D)``
+    gradient that is zero almost everywhere; the optimizer must then accept sparse gradients
+    (:func:`optfusion_lab.train.make_optimizer` with ``embedding_update="sparse"`` sets both).
+    The forward pass and the weights are the same either way. DistributedDataParallel reads the
+    flag when it wraps the model, so set it before wrapping.
+    """
+    tables = [m for m in model.modules() if isinstance(m, nn.Embedding | nn.EmbeddingBag)]
+    for table in tables:
+        table.sparse = sparse
+    return len(tables)
+
+
 class FirstOrderTerm(nn.Module):
     """The linear part of FM-style models: ``bias + sum_f w[x_f]``.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from optfusion_lab.names import DEVICES
+from optfusion_lab.names import DEVICES, EMBEDDING_UPDATES
 
 SUMMARY_METRICS = (
     "test_auc",
@@ -40,6 +40,8 @@ class TrainConfig:
     data_on_device: bool = True  # CUDA only: hold the training split in GPU memory
     validate_start: bool = False  # validate the starting weights first, as "epoch 0": an epoch
     # must beat them, else they are kept (warm-started retraining, as the reference does)
+    embedding_update: str = "dense"  # "dense": Adam over the whole table every step (the
+    # reference); "sparse": sparse gradients, lazy Adam on the touched rows only (see .optim)
 
     def __post_init__(self) -> None:
         positive = {
@@ -61,5 +63,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.embedding_update not in EMBEDDING_UPDATES:
+            raise ValueError(f"embedding_update must be one of {', '.join(EMBEDDING_UPDATES)}, "
+                             f"got {self.embedding_update!r}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be None or >= 1, got {self.threads}")

@@ -1,11 +1,31 @@
-"""The optimizers: Adam with an embedding group and a network group, and a joint optimizer."""
+"""The optimizers: Adam with an embedding group and a network group, and a joint optimizer.
+
+Two ways to update the embedding tables (``TrainConfig.embedding_update``):
+
+- ``"dense"`` (the default, the reference's): one ``torch.optim.Adam`` over both groups. The
+  tables' gradients are dense ``(num_features, D)`` tensors, and every step reads and writes
+  every row's weight and both Adam moments, so a step costs O(vocabulary).
+- ``"sparse"``: the tables give sparse gradients (``nn.Embedding(sparse=True)``) and
+  :class:`LazyAdam` updates only the rows the batch looked up (the update of
+  ``torch.optim.SparseAdam``, a lazy Adam: a row's moments and weight change only at the steps
+  whose batch contains it), while ``torch.optim.Adam`` updates the network; a step costs
+  O(rows touched). Its L2 is the reference's coupled L2 *restricted to the touched rows* (see
+  :func:`touched_row_l2`): coupled L2 cannot reach a row the step does not read, and
+  SparseAdam has no weight decay of its own. Rows absent from a batch are left exactly as they
+  are (on the dense path, ``--embedding-l2 off`` stops their decay, but Adam's momentum still
+  moves the rows of earlier batches).
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
 from torch import nn
+
+from optfusion_lab.components.embedding import set_sparse_gradients
+from optfusion_lab.distributed import check_embedding_update
 
 from .config import TrainConfig
 
@@ -54,9 +74,116 @@ def param_groups(
 
 def make_optimizer(
     model: nn.Module, cfg: TrainConfig, parameters: Iterable[nn.Parameter] | None = None
-) -> torch.optim.Adam:
-    """Adam over :func:`param_groups` (coupled L2 via weight_decay, as the reference)."""
-    return torch.optim.Adam(param_groups(model, cfg, parameters))
+) -> Optimizer:
+    """The optimizer of :func:`param_groups` for ``cfg.embedding_update``.
+
+    ``"dense"``: Adam over both groups (coupled L2 via weight_decay, as the reference).
+    ``"sparse"``: a :class:`JointOptimizer` of :class:`LazyAdam` over the embedding group
+    and Adam over the network group (same names, learning rates and L2 coefficients). Either
+    way this also sets the model's tables to dense or sparse gradients
+    (:func:`~optfusion_lab.components.embedding.set_sparse_gradients`), since the two must
+    agree; build the optimizer before wrapping the model in DistributedDataParallel (``fit``
+    does). Under torch.distributed the sparse path needs the gloo backend
+    (:func:`optfusion_lab.distributed.check_embedding_update`).
+    """
+    groups = param_groups(model, cfg, parameters)
+    sparse = cfg.embedding_update == "sparse"
+    if sparse:
+        check_embedding_update(cfg.embedding_update)
+    set_sparse_gradients(model, sparse)
+    if not sparse:
+        return torch.optim.Adam(groups)
+    embedding, network = groups
+    return JointOptimizer(LazyAdam([embedding]), torch.optim.Adam([network]))
+
+
+def touched_row_l2(grad: torch.Tensor, weight: torch.Tensor, coefficient: float) -> torch.Tensor:
+    """A table's sparse gradient plus coupled L2 on the rows it touches.
+
+    ``grad`` is the sparse ``(num_features, D)`` gradient of a lookup (a row may appear once
+    per occurrence); the result is coalesced (one entry per distinct row r) with values
+    ``grad_r + coefficient * weight_r``: the gradient of ``loss + coefficient / 2 * sum over
+    the distinct rows r of the batch of ||weight_r||^2``. This is the reference's coupled L2
+    (Adam adds ``weight_decay * w`` to the gradient of every row) for the rows the step reads;
+    rows the batch does not touch get no decay. It is counted once per distinct row, not per
+    occurrence, so a frequent feature is not decayed more within one step than a rare one.
+    """
+    grad = grad.coalesce()
+    indices, values = grad.indices(), grad.values()  # (1, R), (R, D)
+    if coefficient:
+        values = values + coefficient * weight.detach().index_select(0, indices[0])  # (R, D)
+    return torch.sparse_coo_tensor(indices, values, grad.shape, is_coalesced=True,
+                                   check_invariants=False)
+
+
+class LazyAdam(torch.optim.Optimizer):
+    """Row-wise lazy Adam for tables with sparse gradients, with coupled L2 on the touched rows.
+
+    ``LazyAdam([{"params": [table.weight], "lr": 1e-3, "weight_decay": 3e-6}])``
+
+    The arithmetic and the state of ``torch.optim.SparseAdam`` (per table ``step``, ``exp_avg``,
+    ``exp_avg_sq``; the bias correction uses the table's step count), plus a ``weight_decay`` per
+    group applied by :func:`touched_row_l2`. For the R distinct rows of the step (``g`` their
+    gradient, L2 included; ``m``, ``v`` their moments)::
+
+        m = beta1 * m + (1 - beta1) * g          v = beta2 * v + (1 - beta2) * g^2
+        w -= lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)
+
+    and no other row is read or written. It gathers the touched rows of each moment once
+    (``index_select``), updates them, and writes them back (``index_copy_``, and ``index_add_``
+    into the weight): five passes over the R rows, where SparseAdam's two ``sparse_mask`` and
+    three additions of a sparse tensor to a dense one take twice the time on a 10M-row table
+    (``benchmarks/README.md``).
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0):  # fmt: skip
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"betas must lie in [0, 1), got {betas}")
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        if not weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if closure is not None:  # the L2 must be added to the gradients the closure makes
+            raise ValueError("LazyAdam.step takes no closure")
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if not p.grad.is_sparse:
+                    raise RuntimeError(
+                        "embedding_update='sparse' needs sparse embedding gradients: build the "
+                        "optimizer with make_optimizer (it sets the tables' sparse flag), or "
+                        "call set_sparse_gradients(model, True) before the first step"
+                    )
+                grad = touched_row_l2(p.grad, p, group["weight_decay"])
+                rows, g = grad.indices()[0], grad.values()  # (R,), (R, D)
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p,
+                                                           memory_format=torch.preserve_format)
+                state["step"] += 1
+                if rows.numel() == 0:
+                    continue
+                t = state["step"]
+                m = state["exp_avg"].index_select(0, rows).lerp_(g, 1 - beta1)  # (R, D)
+                v = state["exp_avg_sq"].index_select(0, rows)  # (R, D)
+                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                state["exp_avg"].index_copy_(0, rows, m)
+                state["exp_avg_sq"].index_copy_(0, rows, v)
+                step_size = group["lr"] * math.sqrt(1 - beta2**t) / (1 - beta1**t)
+                p.index_add_(0, rows, m.div_(v.sqrt_().add_(group["eps"])), alpha=-step_size)
+        return None
 
 
 class JointOptimizer:
