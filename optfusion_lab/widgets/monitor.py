@@ -476,6 +476,7 @@ class LiveMonitor(Callback):
         self.version += 1
         if self._view is not None:
             self._view.draw(self)
+            self._view.settle(self)
 
 
 class RunHandle:
@@ -576,8 +577,6 @@ class _LiveView:
         import ipywidgets as widgets
 
         self.widgets = widgets
-        import plotly.graph_objects as go
-
         self.status = widgets.HTML()
         self.progress = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, description="epoch",
                                               layout=widgets.Layout(width="260px"))
@@ -589,22 +588,33 @@ class _LiveView:
 
         # The figures are created here, on the thread that displays the panel, with the lines
         # known so far (start() knows them from the run's arguments); a run then sends them
-        # new points. (A FigureWidget created, or given new traces, while a run goes may be
-        # drawn before its data reaches the page, and then stays empty.)
-        placeholder = {"height": 30, "margin": {"t": 0, "b": 0}}
-        figures = monitor.figures()
-        self.figures = {name: figure_widget(figures.get(name, go.Figure(layout=placeholder)))
-                        for name in ("alpha", "operations", "metrics")}
-        self.structure, self.boundaries = monitor.structure, len(monitor.boundaries)
+        # new points. New lines make new figures (see _Plot).
+        figures = self._figures(monitor)
         # VBox, not Box: in a row a figure shrinks to its content, and a plot whose legend
         # takes all the width fails to draw.
-        self.boxes = {name: widgets.VBox([fig], layout=widgets.Layout(width="100%"))
-                      for name, fig in self.figures.items()}
+        self.plots = {name: _Plot(widgets.VBox(layout=widgets.Layout(width="100%")), figure)
+                      for name, figure in figures.items()}
+        self.structure, self.boundaries = monitor.structure, len(monitor.boundaries)
         self.box = widgets.VBox([
-            widgets.HBox([self.button, self.progress, self.status]), *self.boxes.values(),
+            widgets.HBox([self.button, self.progress, self.status]),
+            *(plot.box for plot in self.plots.values()),
         ])
         self.box.add_class("optfusion-monitor")
         self.drawn_version = -1
+
+    @staticmethod
+    def _figures(monitor: LiveMonitor) -> dict:
+        import plotly.graph_objects as go
+
+        placeholder = {"height": 30, "margin": {"t": 0, "b": 0}}
+        figures = monitor.figures()
+        return {name: figures.get(name, go.Figure(layout=placeholder))
+                for name in ("alpha", "operations", "metrics")}
+
+    @property
+    def figures(self) -> dict:
+        """The FigureWidgets shown now, by name (``alpha``, ``operations``, ``metrics``)."""
+        return {name: plot.widget for name, plot in self.plots.items()}
 
     def draw_status(self, monitor: LiveMonitor) -> None:
         self.status.value = f"<code>{monitor.summary()}</code>"
@@ -620,49 +630,114 @@ class _LiveView:
 
     def draw(self, monitor: LiveMonitor) -> None:
         self.draw_status(monitor)
-        if monitor.version == self.drawn_version:
-            return
-        self.drawn_version = monitor.version
-        rebuild = (monitor.structure != self.structure
-                   or len(monitor.boundaries) != self.boundaries)
-        if rebuild:  # new lines or new boundary marks: new traces and layout (rare)
-            self.structure, self.boundaries = monitor.structure, len(monitor.boundaries)
-            for name, fig in monitor.figures().items():
-                widget = self.figures[name]
-                widget.data = ()
-                widget.layout = fig.layout
-                widget.add_traces(list(fig.data))
-            return
-        if monitor.alpha is not None and self.ready("alpha"):
-            _restyle(self.figures["alpha"], *monitor.alpha.arrays())
-        if monitor.weights is not None and self.ready("operations"):
-            _restyle(self.figures["operations"], *monitor.weights.arrays())
-        if not self.ready("metrics"):
-            return
-        steps, losses = monitor.losses.arrays()
-        epochs = monitor.epochs
-        metrics = self.figures["metrics"]
-        with metrics.batch_update():
-            loss, epoch_loss, auc = metrics.data[:3]
-            loss.x, loss.y = steps, losses[:, 0]
-            epoch_loss.x = auc.x = [e["step"] for e in epochs]
-            epoch_loss.y = [e["train_loss"] for e in epochs]
-            auc.y = [e["valid_auc"] for e in epochs]
+        if monitor.version != self.drawn_version:
+            self.drawn_version = monitor.version
+            if (monitor.structure != self.structure
+                    or len(monitor.boundaries) != self.boundaries):
+                # New lines or new boundary marks (rare): new figures, their data in their
+                # first message.
+                self.structure, self.boundaries = monitor.structure, len(monitor.boundaries)
+                for name, figure in self._figures(monitor).items():
+                    self.plots[name].replace(figure)
+                return
+            self._send(monitor)
+        waiting = monitor.handle is not None and monitor.handle.waiting.is_set()
+        if not waiting:  # while a cell waits the kernel reads no answer from the page
+            stale = [name for name, plot in self.plots.items() if plot.stale()]
+            if stale:
+                figures = self._figures(monitor)
+                for name in stale:
+                    self.plots[name].replace(figures[name])
 
+    def _send(self, monitor: LiveMonitor) -> None:
+        if monitor.alpha is not None and self.ready("alpha"):
+            self.plots["alpha"].send(_restyle, *monitor.alpha.arrays())
+        if monitor.weights is not None and self.ready("operations"):
+            self.plots["operations"].send(_restyle, *monitor.weights.arrays())
+        if self.ready("metrics"):
+            steps, losses = monitor.losses.arrays()
+            self.plots["metrics"].send(_metrics, steps, losses[:, 0], monitor.epochs)
+
+    def settle(self, monitor: LiveMonitor) -> None:
+        """At the end of a run: every figure the page has not been seen to update is replaced
+        by one whose first message holds the final data, so the panel ends right."""
+        figures = None
+        for name, plot in self.plots.items():
+            if not plot.confirmed:
+                figures = figures or self._figures(monitor)
+                plot.replace(figures[name])
 
     def ready(self, name: str) -> bool:
         """Whether figure ``name`` has its lines (may get new points)."""
-        figure = self.figures.get(name)
-        return figure is not None and len(figure.data) > 0
+        plot = self.plots.get(name)
+        return plot is not None and len(plot.widget.data) > 0
+
+
+class _Plot:
+    """One live figure of the panel: a ``FigureWidget`` in a container, and whether the page is
+    known to apply the updates sent to it.
+
+    The page answers every update it applies (plotly's ``_js2py_traceDeltas``, with the
+    update's edit id, counted from 1) and every first drawing of a figure (with the edit id
+    its page-side model has reached: 0 when it applied none). anywidget drops every message to
+    a widget whose JavaScript took more than 2 s to load (``[anywidget] Failed to initialize
+    model.``: plotly's is 5 MB, compiled again for every figure; on a busy machine the first
+    figures of a page miss it): such a figure is drawn as it was created and never moves. So a
+    figure that the page drew without the updates sent to it, and that confirmed none of them
+    within ``grace`` seconds, is replaced by a new FigureWidget whose first message holds all
+    the data so far (``grace`` doubles with every replacement, up to a minute).
+    """
+
+    def __init__(self, box, figure, grace: float = 4.0):
+        self.box = box
+        self.grace = grace
+        self.replacements = 0
+        self.widget = None
+        self.replace(figure)
+
+    def replace(self, figure) -> None:
+        """Show a new FigureWidget of ``figure`` in place of the current one."""
+        old, widget = self.widget, figure_widget(figure)
+        self.confirmed = False  # the page applied an update to this widget
+        self.rendered_at: float | None = None  # the page drew it without any update
+        self.sent_at: float | None = None  # the first update to it was sent
+        widget.observe(self._answer, names="_js2py_traceDeltas")
+        self.widget = widget
+        self.box.children = (widget,)
+        if old is not None:
+            self.replacements += 1
+            old.close()
+
+    def _answer(self, change) -> None:
+        message = change["new"]
+        if not message or change["owner"] is not self.widget:
+            return
+        if message.get("trace_edit_id", 0) >= 1:
+            self.confirmed = True
+        elif self.rendered_at is None:
+            self.rendered_at = time.monotonic()
+
+    def send(self, update: Callable, *args) -> None:
+        """``update(widget, *args)``: new data for the figure."""
+        update(self.widget, *args)
+        if self.sent_at is None:
+            self.sent_at = time.monotonic()
+
+    def stale(self) -> bool:
+        """The page drew the figure but applied none of its updates for ``grace`` seconds."""
+        if self.confirmed or self.rendered_at is None or self.sent_at is None:
+            return False
+        grace = min(60.0, self.grace * 2 ** self.replacements)
+        return time.monotonic() - max(self.rendered_at, self.sent_at) > grace
 
 
 def figure_widget(figure):
     """A plotly ``FigureWidget`` of ``figure`` whose first message to the page holds its data.
 
     plotly's FigureWidget opens its channel to the page before it sets its data and layout, and
-    sends them in a second message. While the page still loads the widget's JavaScript (the
-    first FigureWidget of a page: seconds on a busy machine) that second message can be lost,
-    and the plot stays empty. Here the channel opens once the data and layout are set.
+    sends them in a second message, which the page drops when the widget's JavaScript loads
+    slowly (see :class:`_Plot`); the plot then stays empty. Here the channel opens once the data
+    and layout are set, so the page draws them whatever happens to later messages.
     """
     import plotly.graph_objects as go
 
@@ -682,3 +757,13 @@ def _restyle(figure, steps: np.ndarray, values: np.ndarray) -> None:
     with figure.batch_update():
         for i, trace in enumerate(figure.data):
             trace.x, trace.y = steps, values[:, i]
+
+
+def _metrics(figure, steps: np.ndarray, losses: np.ndarray, epochs: list[dict]) -> None:
+    """The loss line and the per-epoch training loss and validation AUC, in one message."""
+    with figure.batch_update():
+        loss, epoch_loss, auc = figure.data[:3]
+        loss.x, loss.y = steps, losses
+        epoch_loss.x = auc.x = [e["step"] for e in epochs]
+        epoch_loss.y = [e["train_loss"] for e in epochs]
+        auc.y = [e["valid_auc"] for e in epochs]
