@@ -72,13 +72,16 @@ DIAGRAM = "viz.fusion_diagram(result.genotype, title='found')"
 CELLS = ["import json\n" + SETUP, START, RESULT, DIAGRAM]
 
 # JavaScript read from the page. The monitor's three plots (alpha, operation weights, metrics)
-# are the plotly graph divs inside the .optfusion-monitor panel, in that order.
-PLOTS_JS = """() => Array.from(document.querySelectorAll('.optfusion-monitor .js-plotly-plot'))
-    .map(gd => (gd.data || []).map(t => {
-        const x = t.x || [];
-        return [x.length, x.length ? Number(x[x.length - 1]) : null];
-    }))"""
-PANEL = "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+# are drawn in the three Output widgets of the .optfusion-monitor panel, in that order; a plot
+# being redrawn shows no traces for a moment.
+PLOTS_JS = """() => Array.from(document.querySelectorAll('.optfusion-monitor .widget-output'))
+    .map(output => {
+        const gd = output.querySelector('.js-plotly-plot');
+        return Array.from((gd && gd.data) || []).map(t => {
+            const x = t.x || [];
+            return [x.length, x.length ? Number(x[x.length - 1]) : null];
+        });
+    })"""
 NOTEBOOK_READY_JS = """(n) => {
     const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
     if (!panel || !panel.content || !panel.sessionContext) return false;

@@ -20,7 +20,7 @@ from optfusion_lab.widgets import (
     active_run,
     has_widget_frontend,
 )
-from optfusion_lab.widgets.monitor import RunHandle, architecture_of
+from optfusion_lab.widgets.monitor import architecture_of
 from optfusion_lab.widgets.series import SnapshotBuffer
 
 SUPERNET = SupernetConfig(embed_dim=4)
@@ -197,65 +197,18 @@ def test_stop_in_a_background_search_keeps_the_best_state(teacher):
     assert result.genotype == result.network.genotype()  # the best state, derivable
 
 
-def answer(widget, edit_id: int) -> None:
-    """What the page sends back after drawing a figure or applying an update to it."""
-    widget._js2py_traceDeltas = {"trace_deltas": [{"uid": t.uid} for t in widget.data],
-                                 "trace_edit_id": edit_id}
 
-
-def test_a_figure_the_page_drew_but_does_not_update_is_replaced_with_all_its_data():
-    net = small_supernet()
-    monitor = LiveMonitor(every=1, max_updates_per_second=1e9, live=True)
-    monitor.expect(architecture_of(net)[0])  # the lines known before the panel is drawn
-    view = monitor._live_view()
-    monitor.on_step(TrainState(net, epoch=1, step=1, steps_per_epoch=10))
-    alpha, operations = view.plots["alpha"], view.plots["operations"]
-    first_alpha, first_operations = alpha.widget, operations.widget
-    answer(first_alpha, 0)  # drawn as created; the updates since never arrive
-    answer(first_operations, 0)
-    answer(first_operations, first_operations._last_trace_edit_id)  # this one applies them
-    assert operations.confirmed and not alpha.confirmed
-    alpha.grace = operations.grace = -1.0  # no waiting in a test
-    monitor.on_step(TrainState(net, epoch=1, step=2, steps_per_epoch=10))
-    assert operations.widget is first_operations  # it moves: kept
-    assert alpha.widget is not first_alpha and alpha.replacements == 1
-    assert alpha.box.children == (alpha.widget,)
-    assert list(alpha.widget.data[0].x) == [1, 2]  # the new figure starts with all the points
-    assert first_alpha.comm is None  # the old one is closed
-    assert view.figures["alpha"] is alpha.widget
-
-
-def test_no_replacement_before_the_page_drew_the_figure_or_while_a_cell_waits():
-    net = small_supernet()
-    monitor = LiveMonitor(every=1, max_updates_per_second=1e9, live=True)
-    monitor.expect(architecture_of(net)[0])  # the lines known before the panel is drawn
-    view = monitor._live_view()
-    plot = view.plots["alpha"]
-    plot.grace = -1.0
-    first = plot.widget
-    monitor.on_step(TrainState(net, epoch=1, step=1, steps_per_epoch=10))
-    assert plot.widget is first  # no answer from a page yet: nothing known, nothing replaced
-    answer(first, 0)
-    monitor.handle = RunHandle(monitor, "search")
-    monitor.handle.waiting.set()  # a cell waits: the kernel reads no answer, none is expected
-    monitor.on_step(TrainState(net, epoch=1, step=2, steps_per_epoch=10))
-    assert plot.widget is first
-    monitor.handle.waiting.clear()
-    monitor.on_step(TrainState(net, epoch=1, step=3, steps_per_epoch=10))
-    assert plot.widget is not first
-
-
-def test_at_the_end_every_unconfirmed_figure_gets_the_final_data_in_its_first_message():
+def test_the_panel_shows_each_figure_as_a_plotly_bundle_with_the_latest_points():
     net = small_supernet()
     monitor = LiveMonitor(every=1, max_updates_per_second=1e9, live=True)
     monitor.expect(architecture_of(net)[0])  # the lines known before the panel is drawn
     view = monitor._live_view()
     for step in (1, 2, 3):
-        monitor.on_step(TrainState(net, epoch=1, step=step, steps_per_epoch=10))
-    confirmed = view.plots["operations"].widget
-    answer(confirmed, confirmed._last_trace_edit_id)
-    unconfirmed = view.plots["alpha"].widget
-    monitor.finish("finished")
-    assert view.plots["operations"].widget is confirmed
-    assert view.plots["alpha"].widget is not unconfirmed
-    assert list(view.plots["alpha"].widget.data[0].x) == [1, 2, 3]
+        monitor.on_step(TrainState(net, epoch=1, step=step, steps_per_epoch=10, loss=0.5))
+    for name in ("alpha", "operations", "metrics"):
+        (output,) = view.outputs[name].outputs
+        spec = output["data"]["application/vnd.plotly.v1+json"]
+        assert len(spec["data"]) == len(view.figures[name].data) > 0, name
+    spec = view.outputs["alpha"].outputs[0]["data"]["application/vnd.plotly.v1+json"]
+    assert spec["data"][0]["x"] == [1, 2, 3]  # plain lists: every plotly renderer reads them
+    assert view.box.children[1:] == tuple(view.outputs.values())  # one widget: the whole panel

@@ -476,7 +476,6 @@ class LiveMonitor(Callback):
         self.version += 1
         if self._view is not None:
             self._view.draw(self)
-            self._view.settle(self)
 
 
 class RunHandle:
@@ -571,7 +570,15 @@ class RunHandle:
 
 
 class _LiveView:
-    """The ipywidgets panel of a monitor: a status line, a progress bar, Stop, three figures."""
+    """The ipywidgets panel of a monitor: a status line, a progress bar, Stop, three figures.
+
+    The figures are plotly figures drawn by the page's plotly renderer (JupyterLab's plotly
+    extension, ``application/vnd.plotly.v1+json``) inside ``Output`` widgets; every redraw
+    replaces an Output's content with the figure's new data. Not ``FigureWidget``: anywidget
+    drops every message to a widget whose JavaScript took more than 2 s to load
+    (``[anywidget] Failed to initialize model.``), and plotly's is 5 MB, compiled again for
+    every figure, so on a busy machine the figures stayed as they were first drawn.
+    """
 
     def __init__(self, monitor: LiveMonitor):
         import ipywidgets as widgets
@@ -585,36 +592,36 @@ class _LiveView:
                                      "state so far is kept")
         self.button.add_class("optfusion-stop")
         self.button.on_click(lambda _: monitor.stop("Stop button"))
-
-        # The figures are created here, on the thread that displays the panel, with the lines
-        # known so far (start() knows them from the run's arguments); a run then sends them
-        # new points. New lines make new figures (see _Plot).
-        figures = self._figures(monitor)
+        # Per figure, the plotly JSON the page draws; a redraw replaces its lines' points.
+        self.specs = self._specs(monitor)
+        self.structure, self.boundaries = monitor.structure, len(monitor.boundaries)
         # VBox, not Box: in a row a figure shrinks to its content, and a plot whose legend
         # takes all the width fails to draw.
-        self.plots = {name: _Plot(widgets.VBox(layout=widgets.Layout(width="100%")), figure)
-                      for name, figure in figures.items()}
-        self.structure, self.boundaries = monitor.structure, len(monitor.boundaries)
+        self.outputs = {name: widgets.Output(layout=widgets.Layout(width="100%"))
+                        for name in self.specs}
         self.box = widgets.VBox([
-            widgets.HBox([self.button, self.progress, self.status]),
-            *(plot.box for plot in self.plots.values()),
+            widgets.HBox([self.button, self.progress, self.status]), *self.outputs.values(),
         ])
         self.box.add_class("optfusion-monitor")
         self.drawn_version = -1
+        self._publish(self.specs)
 
     @staticmethod
-    def _figures(monitor: LiveMonitor) -> dict:
+    def _specs(monitor: LiveMonitor) -> dict:
         import plotly.graph_objects as go
 
         placeholder = {"height": 30, "margin": {"t": 0, "b": 0}}
         figures = monitor.figures()
-        return {name: figures.get(name, go.Figure(layout=placeholder))
-                for name in ("alpha", "operations", "metrics")}
+        return {name: plotly_bundle(figures.get(name, go.Figure(layout=placeholder)))
+                [PLOTLY_MIME] for name in ("alpha", "operations", "metrics")}
 
     @property
     def figures(self) -> dict:
-        """The FigureWidgets shown now, by name (``alpha``, ``operations``, ``metrics``)."""
-        return {name: plot.widget for name, plot in self.plots.items()}
+        """The figures shown now, as plotly figures (built on demand)."""
+        import plotly.graph_objects as go
+
+        return {name: go.Figure({"data": spec["data"], "layout": spec["layout"]})
+                for name, spec in self.specs.items()}
 
     def draw_status(self, monitor: LiveMonitor) -> None:
         self.status.value = f"<code>{monitor.summary()}</code>"
@@ -630,140 +637,88 @@ class _LiveView:
 
     def draw(self, monitor: LiveMonitor) -> None:
         self.draw_status(monitor)
-        if monitor.version != self.drawn_version:
-            self.drawn_version = monitor.version
-            if (monitor.structure != self.structure
-                    or len(monitor.boundaries) != self.boundaries):
-                # New lines or new boundary marks (rare): new figures, their data in their
-                # first message.
-                self.structure, self.boundaries = monitor.structure, len(monitor.boundaries)
-                for name, figure in self._figures(monitor).items():
-                    self.plots[name].replace(figure)
-                return
-            self._send(monitor)
-        waiting = monitor.handle is not None and monitor.handle.waiting.is_set()
-        if not waiting:  # while a cell waits the kernel reads no answer from the page
-            stale = [name for name, plot in self.plots.items() if plot.stale()]
-            if stale:
-                figures = self._figures(monitor)
-                for name in stale:
-                    self.plots[name].replace(figures[name])
-
-    def _send(self, monitor: LiveMonitor) -> None:
+        if monitor.version == self.drawn_version:
+            return
+        self.drawn_version = monitor.version
+        if monitor.structure != self.structure or len(monitor.boundaries) != self.boundaries:
+            # New lines or new boundary marks (rare): new figures.
+            self.structure, self.boundaries = monitor.structure, len(monitor.boundaries)
+            self.specs = self._specs(monitor)
+            self._publish(self.specs)
+            return
+        changed = {}
         if monitor.alpha is not None and self.ready("alpha"):
-            self.plots["alpha"].send(_restyle, *monitor.alpha.arrays())
+            changed["alpha"] = _set_lines(self.specs["alpha"], *monitor.alpha.arrays())
         if monitor.weights is not None and self.ready("operations"):
-            self.plots["operations"].send(_restyle, *monitor.weights.arrays())
+            changed["operations"] = _set_lines(self.specs["operations"],
+                                               *monitor.weights.arrays())
         if self.ready("metrics"):
             steps, losses = monitor.losses.arrays()
-            self.plots["metrics"].send(_metrics, steps, losses[:, 0], monitor.epochs)
+            epochs = monitor.epochs
+            epoch_steps = [e["step"] for e in epochs]
+            changed["metrics"] = _set_lines(self.specs["metrics"], [
+                (steps, losses[:, 0]), (epoch_steps, [e["train_loss"] for e in epochs]),
+                (epoch_steps, [e["valid_auc"] for e in epochs])])
+        self._publish(changed)
 
-    def settle(self, monitor: LiveMonitor) -> None:
-        """At the end of a run: every figure the page has not been seen to update is replaced
-        by one whose first message holds the final data, so the panel ends right."""
-        figures = None
-        for name, plot in self.plots.items():
-            if not plot.confirmed:
-                figures = figures or self._figures(monitor)
-                plot.replace(figures[name])
+    def _publish(self, specs: dict) -> None:
+        for name, spec in specs.items():
+            bundle = {PLOTLY_MIME: spec, "text/plain": f"<plotly figure: {name}>"}
+            self.outputs[name].outputs = ({"output_type": "display_data", "metadata": {},
+                                           "data": bundle},)
 
     def ready(self, name: str) -> bool:
         """Whether figure ``name`` has its lines (may get new points)."""
-        plot = self.plots.get(name)
-        return plot is not None and len(plot.widget.data) > 0
+        spec = self.specs.get(name)
+        return spec is not None and len(spec["data"]) > 0
 
 
-class _Plot:
-    """One live figure of the panel: a ``FigureWidget`` in a container, and whether the page is
-    known to apply the updates sent to it.
-
-    The page answers every update it applies (plotly's ``_js2py_traceDeltas``, with the
-    update's edit id, counted from 1) and every first drawing of a figure (with the edit id
-    its page-side model has reached: 0 when it applied none). anywidget drops every message to
-    a widget whose JavaScript took more than 2 s to load (``[anywidget] Failed to initialize
-    model.``: plotly's is 5 MB, compiled again for every figure; on a busy machine the first
-    figures of a page miss it): such a figure is drawn as it was created and never moves. So a
-    figure that the page drew without the updates sent to it, and that confirmed none of them
-    within ``grace`` seconds, is replaced by a new FigureWidget whose first message holds all
-    the data so far (``grace`` doubles with every replacement, up to a minute).
-    """
-
-    def __init__(self, box, figure, grace: float = 4.0):
-        self.box = box
-        self.grace = grace
-        self.replacements = 0
-        self.widget = None
-        self.replace(figure)
-
-    def replace(self, figure) -> None:
-        """Show a new FigureWidget of ``figure`` in place of the current one."""
-        old, widget = self.widget, figure_widget(figure)
-        self.confirmed = False  # the page applied an update to this widget
-        self.rendered_at: float | None = None  # the page drew it without any update
-        self.sent_at: float | None = None  # the first update to it was sent
-        widget.observe(self._answer, names="_js2py_traceDeltas")
-        self.widget = widget
-        self.box.children = (widget,)
-        if old is not None:
-            self.replacements += 1
-            old.close()
-
-    def _answer(self, change) -> None:
-        message = change["new"]
-        if not message or change["owner"] is not self.widget:
-            return
-        if message.get("trace_edit_id", 0) >= 1:
-            self.confirmed = True
-        elif self.rendered_at is None:
-            self.rendered_at = time.monotonic()
-
-    def send(self, update: Callable, *args) -> None:
-        """``update(widget, *args)``: new data for the figure."""
-        update(self.widget, *args)
-        if self.sent_at is None:
-            self.sent_at = time.monotonic()
-
-    def stale(self) -> bool:
-        """The page drew the figure but applied none of its updates for ``grace`` seconds."""
-        if self.confirmed or self.rendered_at is None or self.sent_at is None:
-            return False
-        grace = min(60.0, self.grace * 2 ** self.replacements)
-        return time.monotonic() - max(self.rendered_at, self.sent_at) > grace
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 
-def figure_widget(figure):
-    """A plotly ``FigureWidget`` of ``figure`` whose first message to the page holds its data.
-
-    plotly's FigureWidget opens its channel to the page before it sets its data and layout, and
-    sends them in a second message, which the page drops when the widget's JavaScript loads
-    slowly (see :class:`_Plot`); the plot then stays empty. Here the channel opens once the data
-    and layout are set, so the page draws them whatever happens to later messages.
-    """
-    import plotly.graph_objects as go
-
-    class OneMessageFigureWidget(go.FigureWidget):
-        def open(self):
-            if getattr(self, "_state_complete", False):
-                super().open()
-
-    widget = OneMessageFigureWidget(figure)
-    widget._state_complete = True
-    widget.open()
-    return widget
+def _set_lines(spec: dict, steps, values=None) -> dict:
+    """``spec`` with new points: ``steps`` (n,) and ``values`` (n, lines) for every line, or
+    ``steps`` a list of (x, y) per line (the first lines). Values rounded to 5 decimals."""
+    pairs = steps if values is None else [(steps, values[:, i]) for i in range(values.shape[1])]
+    for trace, (x, y) in zip(spec["data"], pairs, strict=False):
+        y = np.round(np.asarray(y, dtype=float), 5)
+        trace["x"] = np.asarray(x).tolist()
+        trace["y"] = y.tolist() if np.isfinite(y).all() else [  # JSON has no NaN
+            v if np.isfinite(v) else None for v in y.tolist()]
+    return spec
 
 
-def _restyle(figure, steps: np.ndarray, values: np.ndarray) -> None:
-    """Replace every line's points in one message (at most ``capacity`` points per line)."""
-    with figure.batch_update():
-        for i, trace in enumerate(figure.data):
-            trace.x, trace.y = steps, values[:, i]
+def plotly_bundle(figure) -> dict:
+    """The mime bundle of ``figure`` that the page's plotly renderer draws: plain JSON lists
+    (every renderer reads them; plotly writes arrays base64-encoded), values rounded to 5
+    decimals to keep the message small."""
+    import json
+
+    from plotly.utils import PlotlyJSONEncoder
+
+    spec = _plain(json.loads(json.dumps(figure.to_plotly_json(), cls=PlotlyJSONEncoder)))
+    title = (spec.get("layout", {}).get("title") or {}).get("text", "figure")
+    return {PLOTLY_MIME: {"data": spec.get("data", []),
+                                               "layout": spec.get("layout", {}),
+                                               "config": {"responsive": True}},
+            "text/plain": f"<plotly figure: {title}>"}
 
 
-def _metrics(figure, steps: np.ndarray, losses: np.ndarray, epochs: list[dict]) -> None:
-    """The loss line and the per-epoch training loss and validation AUC, in one message."""
-    with figure.batch_update():
-        loss, epoch_loss, auc = figure.data[:3]
-        loss.x, loss.y = steps, losses
-        epoch_loss.x = auc.x = [e["step"] for e in epochs]
-        epoch_loss.y = [e["train_loss"] for e in epochs]
-        auc.y = [e["valid_auc"] for e in epochs]
+def _plain(value):
+    """``value`` with plotly's typed arrays (``{"dtype", "bdata"[, "shape"]}``) as lists."""
+    if isinstance(value, dict):
+        if "bdata" in value and "dtype" in value:
+            import base64
+
+            array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+            if "shape" in value:
+                shape = value["shape"]
+                array = array.reshape([int(n) for n in str(shape).split(",")]
+                                      if not isinstance(shape, list) else shape)
+            if array.dtype.kind == "f":
+                array = np.round(array, 5)
+            return array.tolist()
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
