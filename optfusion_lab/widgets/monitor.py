@@ -42,9 +42,9 @@ variable ``OPTFUSION_MONITOR=live|static`` force it.
 
 Cost. The monitor reads alpha and the operation weights every ``every`` steps (one small
 device-to-host copy) into fixed-size buffers (:mod:`optfusion_lab.widgets.series`), and redraws
-at most ``max_updates_per_second`` times a second, sending at most ``capacity`` points per line:
-the cost of an update does not grow with the length of the run (``benchmarks/bench_monitor.py``
-measures the slowdown).
+at most ``max_updates_per_second`` times a second, sending at most ``static_points`` points per
+line: the cost of an update does not grow with the length of the run
+(``benchmarks/bench_monitor.py`` measures the slowdown).
 """
 
 from __future__ import annotations
@@ -156,14 +156,14 @@ class LiveMonitor(Callback):
 
     ``every``: read the architecture every this many steps. ``max_updates_per_second``: redraw
     at most this often. ``capacity``: points kept per line. ``static_points``: points per line
-    of the static figures of a headless run. ``live``: None decides by
+    drawn (each live redraw, and the static figures of a headless run). ``live``: None decides by
     :func:`has_widget_frontend`.
     """
 
     def __init__(
         self,
         every: int = 20,
-        max_updates_per_second: float = 4.0,
+        max_updates_per_second: float = 1.0,
         capacity: int = 256,
         static_points: int = 120,
         live: bool | None = None,
@@ -646,19 +646,20 @@ class _LiveView:
             self.specs = self._specs(monitor)
             self._publish(self.specs)
             return
-        changed = {}
+        changed, points = {}, monitor.static_points  # the page draws every figure anew
         if monitor.alpha is not None and self.ready("alpha"):
-            changed["alpha"] = _set_lines(self.specs["alpha"], *monitor.alpha.arrays())
+            changed["alpha"] = _set_lines(self.specs["alpha"], *monitor.alpha.arrays(points))
         if monitor.weights is not None and self.ready("operations"):
             changed["operations"] = _set_lines(self.specs["operations"],
-                                               *monitor.weights.arrays())
+                                               *monitor.weights.arrays(points))
         if self.ready("metrics"):
-            steps, losses = monitor.losses.arrays()
+            steps, losses = monitor.losses.arrays(points)
             epochs = monitor.epochs
             epoch_steps = [e["step"] for e in epochs]
             changed["metrics"] = _set_lines(self.specs["metrics"], [
                 (steps, losses[:, 0]), (epoch_steps, [e["train_loss"] for e in epochs]),
                 (epoch_steps, [e["valid_auc"] for e in epochs])])
+        self.specs.update(changed)
         self._publish(changed)
 
     def _publish(self, specs: dict) -> None:
@@ -677,15 +678,18 @@ PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 
 def _set_lines(spec: dict, steps, values=None) -> dict:
-    """``spec`` with new points: ``steps`` (n,) and ``values`` (n, lines) for every line, or
-    ``steps`` a list of (x, y) per line (the first lines). Values rounded to 5 decimals."""
+    """A copy of ``spec`` with new points: ``steps`` (n,) and ``values`` (n, lines) for every
+    line, or ``steps`` a list of (x, y) per line (the first lines). A copy, not ``spec``
+    changed in place: the Output widget sends only a value that differs from the one it holds.
+    Values rounded to 5 decimals."""
     pairs = steps if values is None else [(steps, values[:, i]) for i in range(values.shape[1])]
-    for trace, (x, y) in zip(spec["data"], pairs, strict=False):
+    traces = [dict(trace) for trace in spec["data"]]
+    for trace, (x, y) in zip(traces, pairs, strict=False):
         y = np.round(np.asarray(y, dtype=float), 5)
         trace["x"] = np.asarray(x).tolist()
         trace["y"] = y.tolist() if np.isfinite(y).all() else [  # JSON has no NaN
             v if np.isfinite(v) else None for v in y.tolist()]
-    return spec
+    return {**spec, "data": traces}
 
 
 def plotly_bundle(figure) -> dict:
