@@ -219,7 +219,8 @@ def wait(page, js: str, arg=None, timeout_s: float = PLOT_S, what: str = "") -> 
     except PlaywrightTimeout:
         status = page.evaluate(
             "() => Array.from(document.querySelectorAll('.optfusion-monitor code'))"
-            ".map(e => e.textContent)")
+            ".map(e => e.textContent).concat(Array.from(document.querySelectorAll("
+            "'.optfusion-monitor .optfusion-stop')).map(e => 'button: ' + e.textContent))")
         pytest.fail(f"not within {timeout_s} s: {what}\nplots (points, latest step per line): "
                     f"{plots(page)}\nstatus: {status}\nJavaScript errors: {page.js_errors}")
 
@@ -295,7 +296,14 @@ def test_jupyterlab_monitor_moves_live_stops_and_hands_over_the_best_state(lab, 
     points = plots(page)
     assert all(n > 0 for n, _ in points[0] + points[1]), points
 
-    page.click(".optfusion-monitor .optfusion-stop")
+    # The click on Stop, as the page's own event (Playwright's pointer click waits for the
+    # panel to hold still, which its redraws make slow on a busy machine).
+    wait(page, """() => {
+        const button = document.querySelector('.optfusion-monitor .optfusion-stop');
+        if (!button || button.disabled) return false;
+        button.click();
+        return true;
+    }""", None, PLOT_S, "the Stop button clicked")
     wait(page, "() => document.querySelector('.optfusion-monitor .optfusion-stop').textContent"
          ".includes('Stopped')", None, PLOT_S, "the Stop button reading Stopped")
     text = text_of(run_cell(page, 2, expect="genotype="))
