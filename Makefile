@@ -38,7 +38,7 @@ test: $(STAMP)
 # Lint and the tests that execute no notebook, for quick local runs.
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -m "not notebooks"
+	$(BIN)/python -m pytest -m "not notebooks and not browser"
 
 # JupyterLab on the course.
 lab: $(STAMP)

@@ -49,6 +49,7 @@ from optfusion_lab.fusion import OPERATIONS, MixedFusion, build_operation, strai
 from optfusion_lab.models.genotype import Genotype
 from optfusion_lab.models.supernet import FusionNetwork
 from optfusion_lab.models.teacher import TEACHER_GENOTYPE, score_genotype, teacher_split_auc
+from optfusion_lab.widgets import LiveMonitor
 
 # %% tags=["parameters"]
 dataset = "teacher"  # teacher: KDD12 layout with a known fusion; or criteo, avazu, kdd12
@@ -170,6 +171,13 @@ assert torch.allclose(build_operation("add", k, d)(x, gates), x[0] + x[2])
 #
 # The listener below is called with every new snapshot of $\alpha$ and the operation weights;
 # here it prints a line per epoch while the search runs.
+#
+# The search runs under a `LiveMonitor`: in JupyterLab its cell returns at once and the search
+# goes on in the background, with $\alpha$, the operation weights, the loss and the validation
+# AUC plotted as they move, and a **Stop** button. Stop ends the search after its current step
+# and keeps the best epoch so far (stop after the first epoch, so there is one); the next cell
+# waits for the search and gets that result. Headless (Papermill, `make run`) the same cell
+# blocks until the search ends and then draws the same plots once, as static figures.
 
 # %%
 def monitor(snapshot):
@@ -179,7 +187,11 @@ def monitor(snapshot):
               f"{int((alphas > 0).sum())} of {len(alphas)} edges on")
 
 
-run = search_run(out / "search", data, supernet_cfg, train_cfg, search_cfg, listeners=[monitor])
+searching = LiveMonitor(every=5).start(search_run, out / "search", data, supernet_cfg, train_cfg,
+                                       search_cfg, listeners=[monitor])
+
+# %%
+run = searching.result()  # waits for the search; after Stop, the best state so far
 print("reused an earlier run" if run.reused else "searched", "->", run.directory)
 run.epochs
 

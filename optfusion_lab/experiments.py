@@ -303,16 +303,19 @@ def search_run(
     reuse_from: Sequence[str | Path] = (),
 ) -> SearchRun:
     """The search of these settings: read back from the first of ``reuse_from`` and ``out_dir``
-    that holds it (same data and options: the search fingerprint); otherwise run and written
-    into ``out_dir``. So a notebook reads what an earlier one wrote, or recomputes it."""
+    that holds it finished (same data and options: the search fingerprint; not stopped);
+    otherwise run and written into ``out_dir``. So a notebook reads what an earlier one wrote,
+    or recomputes it."""
     from .fusion_search import search, search_fingerprint, write_search_run
 
     out = Path(out_dir)
     fingerprint = search_fingerprint(data, supernet_cfg, train_cfg, search_cfg)
     for folder in [*map(Path, reuse_from), out]:
-        config = folder / "config.json"
-        if config.is_file() and (folder / "result.json").is_file():
-            if json.loads(config.read_text()).get("fingerprint") == fingerprint:
+        config, written = folder / "config.json", folder / "result.json"
+        if config.is_file() and written.is_file():
+            # A stopped search (its Stop button, Ctrl-C) is shown but never reused.
+            if (json.loads(config.read_text()).get("fingerprint") == fingerprint
+                    and not json.loads(written.read_text()).get("stopped")):
                 return read_search_run(folder, reused=True)
     result = search(data, supernet_cfg, train_cfg, search_cfg, callbacks=callbacks,
                     listeners=listeners)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -87,3 +88,7 @@ def test_search_run_is_reused_only_for_the_same_search(teacher_dir, tmp_path):
     other = search_configs(epochs=1, batch_size=1024, arch_lr=0.5, device="cpu", threads=1)
     changed = search_run(tmp_path / "b", data, *other, reuse_from=[tmp_path / "a"])
     assert not changed.reused and changed.directory == tmp_path / "b"
+    result = json.loads((tmp_path / "a" / "result.json").read_text())
+    (tmp_path / "a" / "result.json").write_text(json.dumps({**result, "stopped": True}))
+    rerun = search_run(tmp_path / "c", data, *cfgs, reuse_from=[tmp_path / "a"])
+    assert not rerun.reused and rerun.directory == tmp_path / "c"  # a stopped search is not

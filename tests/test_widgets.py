@@ -20,6 +20,7 @@ from optfusion_lab.widgets import (
     active_run,
     has_widget_frontend,
 )
+from optfusion_lab.widgets.monitor import PLOTLY_MIME, architecture_of
 from optfusion_lab.widgets.series import SnapshotBuffer
 
 SUPERNET = SupernetConfig(embed_dim=4)
@@ -220,3 +221,22 @@ def test_a_slow_redraw_spaces_the_next_ones_out(monkeypatch):
     assert SlowView.draws == 2
     monitor.maybe_draw(force=True)  # an epoch's end is always drawn
     assert SlowView.draws == 3
+
+
+def test_the_panel_shows_each_figure_as_a_plotly_bundle_with_the_latest_points():
+    net = small_supernet()
+    monitor = LiveMonitor(every=1, max_updates_per_second=1e9, max_redraw_share=None, live=True)
+    monitor.expect(architecture_of(net)[0])  # the lines known before the panel is drawn
+    view = monitor._live_view()
+    sent = []  # what the Output widget sends to the page: a change per redraw
+    view.outputs["alpha"].observe(lambda change: sent.append(change["new"]), names="outputs")
+    for step in (1, 2, 3):
+        monitor.on_step(TrainState(net, epoch=1, step=step, steps_per_epoch=10, loss=0.5))
+    assert [out[0]["data"][PLOTLY_MIME]["data"][0]["x"] for out in sent] == [[1], [1, 2], [1, 2, 3]]
+    for name in ("alpha", "operations", "metrics"):
+        (output,) = view.outputs[name].outputs
+        spec = output["data"]["application/vnd.plotly.v1+json"]
+        assert len(spec["data"]) == len(view.figures[name].data) > 0, name
+    # plain lists: every plotly renderer reads them
+    assert view.outputs["alpha"].outputs[0]["data"][PLOTLY_MIME]["data"][0]["x"] == [1, 2, 3]
+    assert view.box.children[1:] == tuple(view.outputs.values())  # one widget: the whole panel

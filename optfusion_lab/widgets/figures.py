@@ -1,7 +1,7 @@
 """The monitor's plotly figures, as pure functions of the data it holds.
 
-The same functions build the static figures of a headless run and, wrapped in a
-``go.FigureWidget``, the live ones, so the two always look alike. Inputs are plain arrays:
+The same functions build the static figures of a headless run and the live ones (redrawn in
+the panel's Output widgets), so the two always look alike. Inputs are plain arrays:
 steps (n,) and values (n, lines) from :class:`~optfusion_lab.widgets.series.SnapshotBuffer`,
 and ``boundaries``, a list of ``(step, label)`` where a phase, a seed or a fit begins.
 """

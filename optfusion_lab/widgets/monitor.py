@@ -42,8 +42,8 @@ variable ``OPTFUSION_MONITOR=live|static`` force it.
 
 Cost. The monitor reads alpha and the operation weights every ``every`` steps (one small
 device-to-host copy) into fixed-size buffers (:mod:`optfusion_lab.widgets.series`), and redraws
-at most ``max_updates_per_second`` times a second, sending at most ``capacity`` points per line:
-the cost of an update does not grow with the length of the run. A redraw costs milliseconds,
+at most ``max_updates_per_second`` times a second, sending at most ``static_points`` points per
+line: the cost of an update does not grow with the length of the run. A redraw costs milliseconds,
 but many times more on a loaded machine; so the next redraw also waits until the last one is at
 most ``max_redraw_share`` of the time since it began (3 %), which bounds the share of the run's
 time spent drawing on any machine (``benchmarks/bench_monitor.py`` measures the slowdown).
@@ -159,14 +159,14 @@ class LiveMonitor(Callback):
     ``every``: read the architecture every this many steps. ``max_updates_per_second``: redraw
     at most this often. ``max_redraw_share``: and only when the last redraw took at most this
     share of the time since it began (None: no such limit). ``capacity``: points kept per line.
-    ``static_points``: points per line of the static figures of a headless run. ``live``: None
-    decides by :func:`has_widget_frontend`.
+    ``static_points``: points per line drawn (each live redraw, and the static figures of a
+    headless run). ``live``: None decides by :func:`has_widget_frontend`.
     """
 
     def __init__(
         self,
         every: int = 20,
-        max_updates_per_second: float = 4.0,
+        max_updates_per_second: float = 1.0,
         capacity: int = 256,
         static_points: int = 120,
         live: bool | None = None,
@@ -582,14 +582,20 @@ class RunHandle:
 
 
 class _LiveView:
-    """The ipywidgets panel of a monitor: a status line, a progress bar, Stop, three figures."""
+    """The ipywidgets panel of a monitor: a status line, a progress bar, Stop, three figures.
+
+    The figures are plotly figures drawn by the page's plotly renderer (JupyterLab's plotly
+    extension, ``application/vnd.plotly.v1+json``) inside ``Output`` widgets; every redraw
+    replaces an Output's content with the figure's new data. Not ``FigureWidget``: anywidget
+    drops every message to a widget whose JavaScript took more than 2 s to load
+    (``[anywidget] Failed to initialize model.``), and plotly's is 5 MB, compiled again for
+    every figure, so on a busy machine the figures stayed as they were first drawn.
+    """
 
     def __init__(self, monitor: LiveMonitor):
         import ipywidgets as widgets
 
         self.widgets = widgets
-        import plotly.graph_objects as go
-
         self.status = widgets.HTML()
         self.progress = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, description="epoch",
                                               layout=widgets.Layout(width="260px"))
@@ -598,25 +604,36 @@ class _LiveView:
                                      "state so far is kept")
         self.button.add_class("optfusion-stop")
         self.button.on_click(lambda _: monitor.stop("Stop button"))
-
-        # The figures are created here, on the thread that displays the panel, with the lines
-        # known so far (start() knows them from the run's arguments); a run then sends them
-        # new points. (A FigureWidget created, or given new traces, while a run goes may be
-        # drawn before its data reaches the page, and then stays empty.)
-        placeholder = {"height": 30, "margin": {"t": 0, "b": 0}}
-        figures = monitor.figures()
-        self.figures = {name: figure_widget(figures.get(name, go.Figure(layout=placeholder)))
-                        for name in ("alpha", "operations", "metrics")}
+        # Per figure, the plotly JSON the page draws; a redraw replaces its lines' points.
+        self.specs = self._specs(monitor)
         self.structure, self.boundaries = monitor.structure, len(monitor.boundaries)
         # VBox, not Box: in a row a figure shrinks to its content, and a plot whose legend
         # takes all the width fails to draw.
-        self.boxes = {name: widgets.VBox([fig], layout=widgets.Layout(width="100%"))
-                      for name, fig in self.figures.items()}
+        self.outputs = {name: widgets.Output(layout=widgets.Layout(width="100%"))
+                        for name in self.specs}
         self.box = widgets.VBox([
-            widgets.HBox([self.button, self.progress, self.status]), *self.boxes.values(),
+            widgets.HBox([self.button, self.progress, self.status]), *self.outputs.values(),
         ])
         self.box.add_class("optfusion-monitor")
         self.drawn_version = -1
+        self._publish(self.specs)
+
+    @staticmethod
+    def _specs(monitor: LiveMonitor) -> dict:
+        import plotly.graph_objects as go
+
+        placeholder = {"height": 30, "margin": {"t": 0, "b": 0}}
+        figures = monitor.figures()
+        return {name: plotly_bundle(figures.get(name, go.Figure(layout=placeholder)))
+                [PLOTLY_MIME] for name in ("alpha", "operations", "metrics")}
+
+    @property
+    def figures(self) -> dict:
+        """The figures shown now, as plotly figures (built on demand)."""
+        import plotly.graph_objects as go
+
+        return {name: go.Figure({"data": spec["data"], "layout": spec["layout"]})
+                for name, spec in self.specs.items()}
 
     def draw_status(self, monitor: LiveMonitor) -> None:
         self.status.value = f"<code>{monitor.summary()}</code>"
@@ -635,62 +652,89 @@ class _LiveView:
         if monitor.version == self.drawn_version:
             return
         self.drawn_version = monitor.version
-        rebuild = (monitor.structure != self.structure
-                   or len(monitor.boundaries) != self.boundaries)
-        if rebuild:  # new lines or new boundary marks: new traces and layout (rare)
+        if monitor.structure != self.structure or len(monitor.boundaries) != self.boundaries:
+            # New lines or new boundary marks (rare): new figures.
             self.structure, self.boundaries = monitor.structure, len(monitor.boundaries)
-            for name, fig in monitor.figures().items():
-                widget = self.figures[name]
-                widget.data = ()
-                widget.layout = fig.layout
-                widget.add_traces(list(fig.data))
+            self.specs = self._specs(monitor)
+            self._publish(self.specs)
             return
+        changed, points = {}, monitor.static_points  # the page draws every figure anew
         if monitor.alpha is not None and self.ready("alpha"):
-            _restyle(self.figures["alpha"], *monitor.alpha.arrays())
+            changed["alpha"] = _set_lines(self.specs["alpha"], *monitor.alpha.arrays(points))
         if monitor.weights is not None and self.ready("operations"):
-            _restyle(self.figures["operations"], *monitor.weights.arrays())
-        if not self.ready("metrics"):
-            return
-        steps, losses = monitor.losses.arrays()
-        epochs = monitor.epochs
-        metrics = self.figures["metrics"]
-        with metrics.batch_update():
-            loss, epoch_loss, auc = metrics.data[:3]
-            loss.x, loss.y = steps, losses[:, 0]
-            epoch_loss.x = auc.x = [e["step"] for e in epochs]
-            epoch_loss.y = [e["train_loss"] for e in epochs]
-            auc.y = [e["valid_auc"] for e in epochs]
+            changed["operations"] = _set_lines(self.specs["operations"],
+                                               *monitor.weights.arrays(points))
+        if self.ready("metrics"):
+            steps, losses = monitor.losses.arrays(points)
+            epochs = monitor.epochs
+            epoch_steps = [e["step"] for e in epochs]
+            changed["metrics"] = _set_lines(self.specs["metrics"], [
+                (steps, losses[:, 0]), (epoch_steps, [e["train_loss"] for e in epochs]),
+                (epoch_steps, [e["valid_auc"] for e in epochs])])
+        self.specs.update(changed)
+        self._publish(changed)
 
+    def _publish(self, specs: dict) -> None:
+        for name, spec in specs.items():
+            bundle = {PLOTLY_MIME: spec, "text/plain": f"<plotly figure: {name}>"}
+            self.outputs[name].outputs = ({"output_type": "display_data", "metadata": {},
+                                           "data": bundle},)
 
     def ready(self, name: str) -> bool:
         """Whether figure ``name`` has its lines (may get new points)."""
-        figure = self.figures.get(name)
-        return figure is not None and len(figure.data) > 0
+        spec = self.specs.get(name)
+        return spec is not None and len(spec["data"]) > 0
 
 
-def figure_widget(figure):
-    """A plotly ``FigureWidget`` of ``figure`` whose first message to the page holds its data.
-
-    plotly's FigureWidget opens its channel to the page before it sets its data and layout, and
-    sends them in a second message. While the page still loads the widget's JavaScript (the
-    first FigureWidget of a page: seconds on a busy machine) that second message can be lost,
-    and the plot stays empty. Here the channel opens once the data and layout are set.
-    """
-    import plotly.graph_objects as go
-
-    class OneMessageFigureWidget(go.FigureWidget):
-        def open(self):
-            if getattr(self, "_state_complete", False):
-                super().open()
-
-    widget = OneMessageFigureWidget(figure)
-    widget._state_complete = True
-    widget.open()
-    return widget
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 
-def _restyle(figure, steps: np.ndarray, values: np.ndarray) -> None:
-    """Replace every line's points in one message (at most ``capacity`` points per line)."""
-    with figure.batch_update():
-        for i, trace in enumerate(figure.data):
-            trace.x, trace.y = steps, values[:, i]
+def _set_lines(spec: dict, steps, values=None) -> dict:
+    """A copy of ``spec`` with new points: ``steps`` (n,) and ``values`` (n, lines) for every
+    line, or ``steps`` a list of (x, y) per line (the first lines). A copy, not ``spec``
+    changed in place: the Output widget sends only a value that differs from the one it holds.
+    Values rounded to 5 decimals."""
+    pairs = steps if values is None else [(steps, values[:, i]) for i in range(values.shape[1])]
+    traces = [dict(trace) for trace in spec["data"]]
+    for trace, (x, y) in zip(traces, pairs, strict=False):
+        y = np.round(np.asarray(y, dtype=float), 5)
+        trace["x"] = np.asarray(x).tolist()
+        trace["y"] = y.tolist() if np.isfinite(y).all() else [  # JSON has no NaN
+            v if np.isfinite(v) else None for v in y.tolist()]
+    return {**spec, "data": traces}
+
+
+def plotly_bundle(figure) -> dict:
+    """The mime bundle of ``figure`` that the page's plotly renderer draws: plain JSON lists
+    (every renderer reads them; plotly writes arrays base64-encoded), values rounded to 5
+    decimals to keep the message small."""
+    import json
+
+    from plotly.utils import PlotlyJSONEncoder
+
+    spec = _plain(json.loads(json.dumps(figure.to_plotly_json(), cls=PlotlyJSONEncoder)))
+    title = (spec.get("layout", {}).get("title") or {}).get("text", "figure")
+    return {PLOTLY_MIME: {"data": spec.get("data", []),
+                                               "layout": spec.get("layout", {}),
+                                               "config": {"responsive": True}},
+            "text/plain": f"<plotly figure: {title}>"}
+
+
+def _plain(value):
+    """``value`` with plotly's typed arrays (``{"dtype", "bdata"[, "shape"]}``) as lists."""
+    if isinstance(value, dict):
+        if "bdata" in value and "dtype" in value:
+            import base64
+
+            array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+            if "shape" in value:
+                shape = value["shape"]
+                array = array.reshape([int(n) for n in str(shape).split(",")]
+                                      if not isinstance(shape, list) else shape)
+            if array.dtype.kind == "f":
+                array = np.round(array, 5)
+            return array.tolist()
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
