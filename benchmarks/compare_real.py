@@ -44,7 +44,10 @@ How to run
 
     export OPTFUSION_REAL_SAMPLES=/path/to/real_samples
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/compare_real.py --seeds 10 --log paired.jsonl
-    .venv/bin/python benchmarks/compare_real.py --summarize paired.jsonl
+    .venv/bin/python benchmarks/compare_real.py --summarize paired.jsonl --json paired.json
+
+``--json PATH`` writes every paired row as a record (``met``: the mean lies within two standard
+errors of zero); ``--quick`` is a smoke run (2 seeds, Criteo, dcn and edcn, 3 epochs).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from benchmark_support import environment
 from lean_dcn import (
     LeanConfig,
     build_plain,
@@ -71,6 +75,7 @@ from lean_dcn import (
 
 from optfusion_lab.data.dataset import PreparedData
 from optfusion_lab.data.prepare import PrepareConfig, prepare
+from optfusion_lab.io import write_json
 from optfusion_lab.models import MODELS, ModelConfig, build_model
 from optfusion_lab.presets import PRESETS
 from optfusion_lab.train import TrainConfig, run_seeds
@@ -229,9 +234,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log", type=Path, help="append every run here (JSON lines)")
     parser.add_argument("--summarize", type=Path, metavar="LOG",
                         help="only print the table of an existing log")
+    parser.add_argument("--json", type=Path, help="write the paired rows as records here")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 seeds, Criteo, dcn and edcn, 3 epochs (a smoke run)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.datasets, args.models, args.epochs = 2, ["criteo"], ["dcn", "edcn"], 3
     if args.summarize is not None:
-        print_table([json.loads(line) for line in args.summarize.read_text().splitlines() if line])
+        records = [json.loads(line) for line in args.summarize.read_text().splitlines() if line]
+        print_table(records)
+        write_records(args.json, records, args)
         return 0
 
     root = os.environ.get("OPTFUSION_REAL_SAMPLES")
@@ -289,7 +301,22 @@ def main(argv: list[str] | None = None) -> int:
                                 "variant": variant, "seed": seed, **result,
                                 "seconds": round(time.perf_counter() - started, 1)})
     print_table(records)
+    write_records(args.json, records, args)
     return 0
+
+
+def write_records(path: Path | None, records: list[dict], args: argparse.Namespace) -> None:
+    """The paired rows as benchmark records: met = the mean lies within 2 SE of zero."""
+    if path is None:
+        return
+    rows = [{"metric": f"{r['dataset']} {r['model']} ({r['variant']}) minus {r['paired_with']}, "
+                       "paired test AUC",
+             "value": r["mean_difference"], "unit": "AUC", "target": "|mean| <= 2 SE",
+             "met": r["within_2se"],
+             "note": f"SE {r['se']:.4f}, n {r['n']}, library AUC {r['library_auc']:.4f}, "
+                     f"best epoch {r['mean_best_epoch']:.1f}"} for r in summarize(records)]
+    write_json(path, {"benchmark": "compare_real", "machine": environment("torch"),
+                      "arguments": {k: str(v) for k, v in vars(args).items()}, "records": rows})
 
 
 if __name__ == "__main__":
