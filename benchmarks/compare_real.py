@@ -216,6 +216,8 @@ def print_table(records: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (default 10)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="start at this seed: seeds K..K+N-1 (to split a run over processes)")
     parser.add_argument("--datasets", nargs="+", default=list(RAW_FILES), choices=list(RAW_FILES))
     parser.add_argument("--models", nargs="+", default=list(MODEL_ORDER), choices=list(MODELS))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS[:2]), choices=VARIANTS,
@@ -280,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             for model in args.models:  # model by model, so that a partial run has whole rows
                 variants = [v for v in args.variants
                             if v != "reference" or model in args.reference_models]
-                for seed in range(args.seeds):
+                for seed in range(args.first_seed, args.first_seed + args.seeds):
                     for partner in partners(model):
                         if ("plain", partner, None, seed) in done:
                             continue

@@ -240,7 +240,8 @@ class LeanXDeepFM(nn.Module):
         v = self.embedding(ids)  # (B, F, D)
         x, pooled = v, []
         for w, c in zip(self.cin_w, self.cin_b, strict=True):
-            x = torch.einsum("oij,bid,bjd->bod", w, x, v) + c.view(1, -1, 1)  # (B, H_k, D)
+            z = (x.unsqueeze(2) * v.unsqueeze(1)).flatten(1, 2)  # X^{k-1}_i * X^0_j: (B, H*F, D)
+            x = w.flatten(1) @ z + c.view(1, -1, 1)  # sum over (i, j): (B, H_k, D)
             pooled.append(x.sum(dim=2))  # (B, H_k)
         cin = self.cin_head(torch.cat(pooled, dim=1))  # (B, 1)
         linear = self.first_order(ids).sum(dim=1) + self.bias  # (B, 1)
