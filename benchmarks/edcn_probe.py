@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=10, help="upper bound on epochs (10)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument("--quick", action="store_true",
-                        help="2 seeds, Criteo only, 3 epochs (under a minute)")
+                        help="2 seeds, Criteo only, 3 epochs (a smoke run, ~20 s of CPU)")
     parser.add_argument("--json", type=Path, help="write the records here")
     args = parser.parse_args(argv)
     if args.quick:
