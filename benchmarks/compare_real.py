@@ -11,8 +11,10 @@ What it does
    weights and the same batch order):
 
    - ``plain``: the plain PyTorch version of the model from ``lean_dcn.py`` and its plain loop,
-     with no L2 at all. EDCN, IPNN and xDeepFM have no plain version: they are paired with the
-     plain DCN of the same seed instead;
+     with no L2 at all (every baseline has one; IPNN, xDeepFM and EDCN are given the library
+     model's initial weights through a mapping of state_dict keys). EDCN is also paired with
+     the plain DCN of the same seed (the ``vs plain dcn`` row): EDCN is a DCN with shared
+     towers, so that row says what the sharing does;
    - ``reference`` (for ``--reference-models``, by default dnn, deepfm and dcn): the library
      model trained by ``optfusion_lab.train`` with the L2 of the dataset's reference preset
      (``optfusion_lab.presets``) on both Adam groups (coupled, as the reference does);
@@ -26,6 +28,9 @@ What it does
    Settings shared by all: embedding dim 16, MLP 400-400-400, 3 cross layers (EDCN layers),
    CIN (F, F, F), lr 1e-3 on both groups, batch 256, up to ``--epochs`` (10) epochs with early
    stopping on valid AUC, patience ``--patience`` (2), the best epoch restored, CPU.
+   Before training, a check: for every model, the library model of seed 0 and the plain model
+   holding its weights give the same predictions (allclose) on the first 256 training rows, in
+   evaluation and in training mode; the script stops if not.
 3. Prints, per dataset, model and variant, the mean over seeds of the paired difference of test
    AUC (library minus plain) with its standard error ``sd(diff) / sqrt(n)``, and says whether it
    lies within two standard errors of zero. The runs go model by model (all seeds of one
@@ -39,7 +44,10 @@ How to run
 
     export OPTFUSION_REAL_SAMPLES=/path/to/real_samples
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/compare_real.py --seeds 10 --log paired.jsonl
-    .venv/bin/python benchmarks/compare_real.py --summarize paired.jsonl
+    .venv/bin/python benchmarks/compare_real.py --summarize paired.jsonl --json paired.json
+
+``--json PATH`` writes every paired row as a record (``met``: the mean lies within two standard
+errors of zero); ``--quick`` is a smoke run (2 seeds, Criteo, dcn and edcn, 3 epochs).
 """
 
 from __future__ import annotations
@@ -55,11 +63,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lean_dcn import PLAIN_MODELS, LeanConfig, build_plain, train_lean
+from benchmark_support import environment
+from lean_dcn import (
+    LeanConfig,
+    build_plain,
+    library_config,
+    load_split,
+    plain_from_library,
+    train_lean,
+)
 
 from optfusion_lab.data.dataset import PreparedData
 from optfusion_lab.data.prepare import PrepareConfig, prepare
-from optfusion_lab.models import MODELS, ModelConfig
+from optfusion_lab.io import write_json
+from optfusion_lab.models import MODELS, ModelConfig, build_model
 from optfusion_lab.presets import PRESETS
 from optfusion_lab.train import TrainConfig, run_seeds
 
@@ -78,9 +95,41 @@ MODEL_ORDER = ("dcn", "dnn", "deepfm", "edcn", "dcnv2-parallel", "dcnv2-stacked"
 VARIANTS = ("reference", "no-emb-l2", "no-l2", "preset")  # the default runs the first two
 
 
-def plain_name(model: str) -> str:
-    """The plain model a baseline is paired with: its own plain version, else DCN."""
-    return model if model in PLAIN_MODELS else "dcn"
+# extra pairings beside every model's own plain version: EDCN against the plain DCN
+EXTRA_PARTNERS = {"edcn": ("dcn",)}
+
+
+def partners(model: str) -> tuple[str, ...]:
+    """The plain models a baseline is paired with: its own plain version first."""
+    return (model, *EXTRA_PARTNERS.get(model, ()))
+
+
+def lean_config(seed: int, epochs: int, patience: int, batch_size: int) -> LeanConfig:
+    return LeanConfig(embed_dim=EMBED_DIM, mlp_dims=MLP_DIMS, cross_layers=CROSS_LAYERS,
+                      batch_size=batch_size, epochs=epochs, patience=patience, lr_emb=LR,
+                      l2_emb=0.0, lr_nn=LR, l2_nn=0.0, seed=seed)
+
+
+def check_identical_weights(models: list[str], data: PreparedData, rows: int = 256) -> None:
+    """Library model (seed 0) and the plain model holding its weights: same predictions on the
+    first ``rows`` training rows, in eval and in train mode; SystemExit if not."""
+    ids = load_split(data, "train")[0][:rows]
+    cfg = lean_config(0, 1, 1, BATCH_SIZE)
+    for model in models:
+        torch.manual_seed(0)
+        library = build_model(model, data.num_features, data.num_fields, library_config(cfg))
+        plain = plain_from_library(model, library, data.num_features, data.num_fields, cfg)
+        gaps = []
+        with torch.no_grad():
+            for train in (False, True):
+                library.train(train), plain.train(train)
+                a, b = library(ids), plain(ids)
+                if not torch.allclose(a, b, rtol=1e-5, atol=1e-6):
+                    raise SystemExit(f"{model}: plain and library predictions differ at identical "
+                                     f"weights (max |diff| {float((a - b).abs().max()):.2e})")
+                gaps.append(float((a - b).abs().max()))
+        print(f"  {model}: plain = library at identical weights (max |logit diff| eval "
+              f"{gaps[0]:.1e}, train {gaps[1]:.1e})", flush=True)
 
 
 def library_auc(model: str, data: PreparedData, variant: str, dataset: str, seed: int,
@@ -101,9 +150,7 @@ def library_auc(model: str, data: PreparedData, variant: str, dataset: str, seed
 
 def plain_auc(model: str, data: PreparedData, seed: int, epochs: int, patience: int,
               batch_size: int) -> dict:
-    cfg = LeanConfig(embed_dim=EMBED_DIM, mlp_dims=MLP_DIMS, cross_layers=CROSS_LAYERS,
-                     batch_size=batch_size, epochs=epochs, patience=patience, lr_emb=LR,
-                     l2_emb=0.0, lr_nn=LR, l2_nn=0.0, seed=seed)
+    cfg = lean_config(seed, epochs, patience, batch_size)
     result = train_lean(build_plain(model, data.num_features, data.num_fields, cfg), data, cfg)
     return {"test_auc": result["test_auc"], "best_epoch": result["best_epoch"]}
 
@@ -125,12 +172,14 @@ def summarize(records: list[dict]) -> list[dict]:
     for r in records:
         if r["kind"] != "library":
             continue
-        key = (r["dataset"], r["model"], r["variant"])
-        partner = plain.get((r["dataset"], plain_name(r["model"]), r["seed"]))
-        if partner is not None:
-            groups.setdefault(key, []).append((r["test_auc"] - partner, r["best_epoch"]))
+        for name in partners(r["model"]):
+            key = (r["dataset"], r["model"], r["variant"], name)
+            partner = plain.get((r["dataset"], name, r["seed"]))
+            if partner is not None:
+                groups.setdefault(key, []).append((r["test_auc"] - partner, r["best_epoch"],
+                                                   partner))
     rows = []
-    for (dataset, model, variant), pairs in groups.items():
+    for (dataset, model, variant, partner), pairs in groups.items():
         diffs = np.array([p[0] for p in pairs])
         n = len(diffs)
         se = float(diffs.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
@@ -138,34 +187,35 @@ def summarize(records: list[dict]) -> list[dict]:
         lib = [r["test_auc"] for r in records if r["kind"] == "library" and r["dataset"] == dataset
                and r["model"] == model and r["variant"] == variant]
         rows.append({"dataset": dataset, "model": model, "variant": variant,
-                     "paired_with": f"plain {plain_name(model)}", "n": n,
-                     "library_auc": float(np.mean(lib)), "mean_difference": mean, "se": se,
+                     "partner": partner, "paired_with": f"plain {partner}", "n": n,
+                     "library_auc": float(np.mean(lib)),
+                     "plain_auc": float(np.mean([p[2] for p in pairs])),
+                     "mean_difference": mean, "se": se,
                      "within_2se": bool(abs(mean) <= 2 * se) if n > 1 else None,
                      "mean_best_epoch": float(np.mean([p[1] for p in pairs]))})
     order = {name: i for i, name in enumerate(MODELS)}
-    rows.sort(key=lambda r: (r["dataset"], order[r["model"]], VARIANTS.index(r["variant"])))
+    rows.sort(key=lambda r: (r["dataset"], order[r["model"]], r["partner"] != r["model"],
+                             VARIANTS.index(r["variant"])))
     return rows
 
 
 def print_table(records: list[dict]) -> None:
-    plain = {}
-    for r in unique(records):
-        if r["kind"] == "plain":
-            plain.setdefault((r["dataset"], r["model"]), []).append(r["test_auc"])
-    print("\n| dataset | model | variant | paired with (its AUC) | n | library AUC | "
+    print("\n| dataset | model | variant | paired with (its AUC, same seeds) | n | library AUC | "
           "mean diff | SE | within 2 SE | best epoch |")
     print("|---|---|---|---|---:|---:|---:|---:|---|---:|")
     for row in summarize(records):
-        partner = plain[(row["dataset"], plain_name(row["model"]))]
+        within = "-" if row["within_2se"] is None else "yes" if row["within_2se"] else "NO"
         print(f"| {row['dataset']} | {row['model']} | {row['variant']} | {row['paired_with']} "
-              f"({np.mean(partner):.4f}) | {row['n']} | {row['library_auc']:.4f} | "
+              f"({row['plain_auc']:.4f}) | {row['n']} | {row['library_auc']:.4f} | "
               f"{row['mean_difference']:+.4f} | {row['se']:.4f} | "
-              f"{'yes' if row['within_2se'] else 'NO'} | {row['mean_best_epoch']:.1f} |")
+              f"{within} | {row['mean_best_epoch']:.1f} |")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (default 10)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="start at this seed: seeds K..K+N-1 (to split a run over processes)")
     parser.add_argument("--datasets", nargs="+", default=list(RAW_FILES), choices=list(RAW_FILES))
     parser.add_argument("--models", nargs="+", default=list(MODEL_ORDER), choices=list(MODELS))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS[:2]), choices=VARIANTS,
@@ -184,9 +234,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log", type=Path, help="append every run here (JSON lines)")
     parser.add_argument("--summarize", type=Path, metavar="LOG",
                         help="only print the table of an existing log")
+    parser.add_argument("--json", type=Path, help="write the paired rows as records here")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 seeds, Criteo, dcn and edcn, 3 epochs (a smoke run)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.datasets, args.models, args.epochs = 2, ["criteo"], ["dcn", "edcn"], 3
     if args.summarize is not None:
-        print_table([json.loads(line) for line in args.summarize.read_text().splitlines() if line])
+        records = [json.loads(line) for line in args.summarize.read_text().splitlines() if line]
+        print_table(records)
+        write_records(args.json, records, args)
         return 0
 
     root = os.environ.get("OPTFUSION_REAL_SAMPLES")
@@ -217,14 +274,16 @@ def main(argv: list[str] | None = None) -> int:
             data = PreparedData.open(Path(tmp) / dataset)
             print(f"{dataset}: {meta['num_rows']} rows, {meta['num_features']:,} features",
                   flush=True)
+            check_identical_weights(args.models, data)
             done = {(r["kind"], r["model"], r.get("variant"), r["seed"]) for r in previous
                     if r["dataset"] == dataset}
             for model in args.models:  # model by model, so that a partial run has whole rows
                 variants = [v for v in args.variants
                             if v != "reference" or model in args.reference_models]
-                for seed in range(args.seeds):
-                    partner = plain_name(model)
-                    if ("plain", partner, None, seed) not in done:
+                for seed in range(args.first_seed, args.first_seed + args.seeds):
+                    for partner in partners(model):
+                        if ("plain", partner, None, seed) in done:
+                            continue
                         started = time.perf_counter()
                         result = plain_auc(partner, data, seed, args.epochs, args.patience,
                                            args.batch_size)
@@ -242,7 +301,22 @@ def main(argv: list[str] | None = None) -> int:
                                 "variant": variant, "seed": seed, **result,
                                 "seconds": round(time.perf_counter() - started, 1)})
     print_table(records)
+    write_records(args.json, records, args)
     return 0
+
+
+def write_records(path: Path | None, records: list[dict], args: argparse.Namespace) -> None:
+    """The paired rows as benchmark records: met = the mean lies within 2 SE of zero."""
+    if path is None:
+        return
+    rows = [{"metric": f"{r['dataset']} {r['model']} ({r['variant']}) minus {r['paired_with']}, "
+                       "paired test AUC",
+             "value": r["mean_difference"], "unit": "AUC", "target": "|mean| <= 2 SE",
+             "met": r["within_2se"],
+             "note": f"SE {r['se']:.4f}, n {r['n']}, library AUC {r['library_auc']:.4f}, "
+                     f"best epoch {r['mean_best_epoch']:.1f}"} for r in summarize(records)]
+    write_json(path, {"benchmark": "compare_real", "machine": environment("torch"),
+                      "arguments": {k: str(v) for k, v in vars(args).items()}, "records": rows})
 
 
 if __name__ == "__main__":

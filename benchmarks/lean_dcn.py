@@ -43,8 +43,10 @@ or on a prepared dataset directory from the command line::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -56,6 +58,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 from torch import nn
 
 from optfusion_lab.data.dataset import PreparedData
+from optfusion_lab.models import ModelConfig, build_model
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,10 @@ class LeanConfig:
     l2_nn: float = 3e-6  # Adam weight_decay of every other parameter
     eval_batch_size: int = 16384  # batch size of evaluation
     seed: int = 0  # seeds the initialisation and the batch order
+    cin_sizes: tuple[int, ...] | None = None  # xDeepFM CIN sizes; None means (F, F, F)
+    regulation_tau: float = 1.0  # EDCN gate temperature
+    regulation_batch_norm: bool = True  # EDCN scalar batch norm after each gate (else gates x F)
+    regulation_eps: float = 1e-5  # EDCN: eps of that batch norm
 
 
 class LeanDCN(nn.Module):
@@ -183,8 +190,130 @@ class LeanDCNV2(nn.Module):
         return self.head(torch.cat([x, self.mlp(x0)], dim=1)).squeeze(-1)  # (B, d + m) -> (B,)
 
 
-# The plain counterparts of the library's baselines, by the library's model name. Each draws
-# its initial weights in the library's order, so the same seed starts both from the same weights.
+class LeanIPNN(nn.Module):
+    """IPNN (Qu et al., 2016), inner-product layer: ``MLP([<v_i, v_j> for i < j, E]) -> Linear``.
+
+    The pairs are in row-major order of (i, j); the product layer is written as the element-wise
+    product of two gathered copies of the embedding, summed over D (no Gram matrix).
+    """
+
+    def __init__(self, num_features: int, num_fields: int, cfg: LeanConfig):
+        super().__init__()
+        rows, cols = zip(*itertools.combinations(range(num_fields), 2), strict=True)
+        self.register_buffer("rows", torch.tensor(rows), persistent=False)  # i of each pair, (P,)
+        self.register_buffer("cols", torch.tensor(cols), persistent=False)  # j of each pair, (P,)
+        self.embedding = _plain_embedding(num_features, cfg.embed_dim, cfg.embed_init_std)
+        width = len(rows) + num_fields * cfg.embed_dim
+        self.mlp = _plain_mlp(width, cfg.mlp_dims, 1)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        v = self.embedding(ids)  # (B, F, D)
+        products = (v[:, self.rows] * v[:, self.cols]).sum(dim=2)  # (B, P, D) -> (B, P)
+        h = torch.cat([products, v.flatten(start_dim=1)], dim=1)  # (B, P + d)
+        return self.mlp(h).squeeze(-1)  # (B,)
+
+
+class LeanXDeepFM(nn.Module):
+    """xDeepFM (Lian et al., 2018): ``b + sum_f w[x_f] + w_cin . p + MLP(E)``.
+
+    CIN layer k (the paper's equation 6, with a bias per map):
+    ``X^k[h, :] = sum_{i, j} W^k[h, i, j] * (X^{k-1}[i, :] * X^0[j, :]) + c^k[h]``, ``X^0 = V``
+    (B, F, D); ``p`` concatenates the sum over D of every layer's maps; ``w_cin . p`` has a bias.
+    """
+
+    def __init__(self, num_features: int, num_fields: int, cfg: LeanConfig):
+        super().__init__()
+        sizes = cfg.cin_sizes if cfg.cin_sizes is not None else (num_fields,) * 3
+        self.embedding = _plain_embedding(num_features, cfg.embed_dim, cfg.embed_init_std)
+        self.first_order = _plain_embedding(num_features, 1, cfg.embed_init_std)  # w, (n, 1)
+        self.bias = nn.Parameter(torch.zeros(1))
+        previous = [num_fields, *sizes[:-1]]
+        self.cin_w = nn.ParameterList(  # W^k, (H_k, H_{k-1}, F)
+            nn.Parameter(torch.zeros(out, h, num_fields))
+            for out, h in zip(sizes, previous, strict=True)
+        )
+        self.cin_b = nn.ParameterList(nn.Parameter(torch.zeros(out)) for out in sizes)  # c^k
+        self.cin_head = nn.Linear(sum(sizes), 1)
+        self.mlp = _plain_mlp(num_fields * cfg.embed_dim, cfg.mlp_dims, 1)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        v = self.embedding(ids)  # (B, F, D)
+        x, pooled = v, []
+        for w, c in zip(self.cin_w, self.cin_b, strict=True):
+            z = (x.unsqueeze(2) * v.unsqueeze(1)).flatten(1, 2)  # X^{k-1}_i * X^0_j: (B, H*F, D)
+            x = w.flatten(1) @ z + c.view(1, -1, 1)  # sum over (i, j): (B, H_k, D)
+            pooled.append(x.sum(dim=2))  # (B, H_k)
+        cin = self.cin_head(torch.cat(pooled, dim=1))  # (B, 1)
+        linear = self.first_order(ids).sum(dim=1) + self.bias  # (B, 1)
+        return (linear + cin + self.mlp(v.flatten(start_dim=1))).squeeze(-1)  # (B,)
+
+
+class LeanEDCN(nn.Module):
+    """EDCN (Chen et al., CIKM 2021) with the Hadamard bridge, L = ``cfg.cross_layers`` layers.
+
+    Per layer l, with ``s_1 = E`` (flat, (B, d)) and ``g(w) = softmax(w / tau)`` repeated over each
+    field's D coordinates::
+
+        x_in = N(g(wc_l) * s_l),  h_in = N(g(wd_l) * s_l)   # regulation (N: scalar batch norm)
+        x_l  = x0 * (x_in . u_l) + b_l + x_in               # cross, x0 = x_in of layer 1
+        h_l  = ReLU(W_l h_in + c_l)                         # deep, width d
+        s_{l+1} = x_l * h_l                                 # bridge (Hadamard)
+        logit = Linear(3d, 1)([x_L, h_L, s_{L+1}])
+
+    ``N`` standardises with one mean and variance over the batch and all d coordinates (a
+    ``BatchNorm1d(1)`` over the B*d values, eps ``cfg.regulation_eps``, cumulative running
+    statistics); without ``cfg.regulation_batch_norm`` it is the factor F instead.
+    """
+
+    def __init__(self, num_features: int, num_fields: int, cfg: LeanConfig):
+        super().__init__()
+        d, layers = num_fields * cfg.embed_dim, cfg.cross_layers
+        self.embed_dim, self.tau = cfg.embed_dim, cfg.regulation_tau
+        self.embedding = _plain_embedding(num_features, cfg.embed_dim, cfg.embed_init_std)
+        self.gate_cross = nn.Parameter(torch.ones(layers, num_fields))  # wc_l, (L, F)
+        self.gate_deep = nn.Parameter(torch.ones(layers, num_fields))  # wd_l, (L, F)
+        self.scale = 1.0 if cfg.regulation_batch_norm else float(num_fields)
+        if cfg.regulation_batch_norm:
+
+            def norms() -> nn.ModuleList:
+                return nn.ModuleList(
+                    nn.BatchNorm1d(1, eps=cfg.regulation_eps, momentum=None) for _ in range(layers)
+                )
+
+            self.norm_cross, self.norm_deep = norms(), norms()
+        else:
+            self.norm_cross = self.norm_deep = None
+        self.cross_u = nn.Parameter(torch.zeros(layers, d))  # u_l, (L, d)
+        self.cross_b = nn.Parameter(torch.zeros(layers, d))  # b_l, (L, d)
+        self.deep = nn.ModuleList(nn.Linear(d, d) for _ in range(layers))
+        self.head = nn.Linear(3 * d, 1)
+
+    def _regulate(self, s: torch.Tensor, w: torch.Tensor, norm: nn.Module | None) -> torch.Tensor:
+        gate = torch.softmax(w / self.tau, dim=0).repeat_interleave(self.embed_dim)  # (d,)
+        gated = s * (self.scale * gate)  # (B, d)
+        if norm is None:
+            return gated
+        return norm(gated.reshape(-1, 1)).view_as(gated)  # one channel of B*d values
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        s = self.embedding(ids).flatten(start_dim=1)  # (B, F, D) -> (B, d)
+        x0 = None
+        for layer in range(len(self.deep)):
+            norm_c = self.norm_cross[layer] if self.norm_cross is not None else None
+            norm_d = self.norm_deep[layer] if self.norm_deep is not None else None
+            x_in = self._regulate(s, self.gate_cross[layer], norm_c)
+            h_in = self._regulate(s, self.gate_deep[layer], norm_d)
+            x0 = x_in if x0 is None else x0
+            x = x0 * (x_in @ self.cross_u[layer]).unsqueeze(1) + self.cross_b[layer] + x_in
+            h = torch.relu(self.deep[layer](h_in))  # (B, d)
+            s = x * h  # (B, d)
+        return self.head(torch.cat([x, h, s], dim=1)).squeeze(-1)  # (B, 3d) -> (B,)
+
+
+# The plain counterparts of the library's baselines, by the library's model name. The first five
+# draw their initial weights in the library's order, so the same seed starts both from the same
+# weights; IPNN, xDeepFM and EDCN are given the library model's initial weights instead
+# (:func:`plain_from_library`).
 PLAIN_MODELS: dict[str, Callable[[int, int, LeanConfig], nn.Module]] = {
     "dnn": LeanDNN,
     "deepfm": LeanDeepFM,
@@ -193,15 +322,116 @@ PLAIN_MODELS: dict[str, Callable[[int, int, LeanConfig], nn.Module]] = {
     ),
     "dcnv2-stacked": lambda n, f, cfg: LeanDCNV2(n, f, cfg, stacked=True),
     "dcnv2-parallel": lambda n, f, cfg: LeanDCNV2(n, f, cfg, stacked=False),
+    "ipnn": LeanIPNN,
+    "xdeepfm": LeanXDeepFM,
+    "edcn": LeanEDCN,
 }
+WEIGHTS_FROM_LIBRARY = ("ipnn", "xdeepfm", "edcn")
+
+
+def _renamed(state: dict, rules: list[tuple[str, str]]) -> dict:
+    """``state`` with every key rewritten by the first regex rule that matches it."""
+    out = {}
+    for key, value in state.items():
+        for pattern, repl in rules:
+            if re.fullmatch(pattern, key):
+                out[re.sub(pattern, repl, key)] = value
+                break
+        else:
+            raise KeyError(f"no plain name for library weight {key!r}")
+    return out
+
+
+def _stacked(state: dict, pattern: str, count: int) -> torch.Tensor:
+    """Stack ``state[pattern.format(l)]`` (flattened) over l = 0..count-1: (count, ...)."""
+    return torch.stack([state.pop(pattern.format(layer)).reshape(-1) for layer in range(count)])
+
+
+def plain_state(name: str, library_state: dict, cfg: LeanConfig) -> dict:
+    """The library model ``name``'s state_dict under the plain model's names (the shapes may
+    differ; every tensor holds its values in the plain tensor's row-major order)."""
+    state = dict(library_state)
+    embedding = [(r"embedding\.table\.weight", "embedding.weight")]
+    mlp = [(r"mlp\.layers\.(\d+)\.(weight|bias)", r"mlp.\1.\2")]
+    first_order = [
+        (r"linear\.weight\.table\.weight", "first_order.weight"),
+        (r"linear\.bias", "bias"),
+    ]
+    head = [(r"head\.(weight|bias)", r"head.\1")]
+    if name in ("dnn", "ipnn"):
+        return _renamed(state, embedding + mlp)
+    if name == "deepfm":
+        return _renamed(state, embedding + first_order + mlp)
+    if name == "dcn":
+        out = {
+            "cross_w": _stacked(state, "cross.layers.{}.w.weight", cfg.cross_layers),
+            "cross_b": _stacked(state, "cross.layers.{}.b", cfg.cross_layers),
+        }
+        return {**out, **_renamed(state, embedding + mlp + head)}
+    if name in ("dcnv2-stacked", "dcnv2-parallel"):
+        cross = [(r"cross\.layers\.(\d+)\.linear\.(weight|bias)", r"cross.\1.\2")]
+        return _renamed(state, embedding + cross + mlp + head)
+    if name == "xdeepfm":
+        out = {}
+        for key in [k for k in state if k.startswith("cin.layers.")]:
+            layer, kind = re.fullmatch(r"cin\.layers\.(\d+)\.conv\.(weight|bias)", key).groups()
+            # Conv1d weight (H_k, H_{k-1} * F, 1), input map i * F + j: W^k[h, i, j] in order
+            out[f"cin_{kind[0]}.{layer}"] = state.pop(key)
+        cin_head = [(r"cin_head\.(weight|bias)", r"cin_head.\1")]
+        return {**out, **_renamed(state, embedding + first_order + cin_head + mlp)}
+    if name == "edcn":
+        layers = cfg.cross_layers
+        out = {
+            "gate_cross": _stacked(state, "cross_regulation.{}.gate_logits", layers),
+            "gate_deep": _stacked(state, "deep_regulation.{}.gate_logits", layers),
+            "cross_u": _stacked(state, "cross_layers.{}.w.weight", layers),
+            "cross_b": _stacked(state, "cross_layers.{}.b", layers),
+        }
+        rules = [
+            (r"cross_regulation\.(\d+)\.norm\.(\w+)", r"norm_cross.\1.\2"),
+            (r"deep_regulation\.(\d+)\.norm\.(\w+)", r"norm_deep.\1.\2"),
+            (r"deep_layers\.(\d+)\.layers\.0\.(weight|bias)", r"deep.\1.\2"),
+        ]
+        return {**out, **_renamed(state, embedding + rules + head)}
+    raise ValueError(f"no plain version of {name!r}; plain models: {', '.join(PLAIN_MODELS)}")
+
+
+def plain_from_library(
+    name: str, library_model: nn.Module, num_features: int, num_fields: int, cfg: LeanConfig
+) -> nn.Module:
+    """The plain model ``name`` holding ``library_model``'s weights (and batch-norm statistics)."""
+    plain = PLAIN_MODELS[name](num_features, num_fields, cfg)
+    shapes = {key: value.shape for key, value in plain.state_dict().items()}
+    state = plain_state(name, library_model.state_dict(), cfg)  # row-major order kept
+    plain.load_state_dict({k: v.reshape(shapes.get(k, v.shape)) for k, v in state.items()})
+    return plain
 
 
 def build_plain(name: str, num_features: int, num_fields: int, cfg: LeanConfig) -> nn.Module:
-    """The plain model called ``name``, initialised from ``torch.manual_seed(cfg.seed)``."""
+    """The plain model called ``name``, with the initial weights ``build_model(name, ...)`` draws
+    after ``torch.manual_seed(cfg.seed)`` (the library model with ``cfg``'s sizes)."""
     if name not in PLAIN_MODELS:
         raise ValueError(f"no plain version of {name!r}; plain models: {', '.join(PLAIN_MODELS)}")
     torch.manual_seed(cfg.seed)
-    return PLAIN_MODELS[name](num_features, num_fields, cfg)
+    if name not in WEIGHTS_FROM_LIBRARY:
+        return PLAIN_MODELS[name](num_features, num_fields, cfg)
+    # only the initial weights come from the library; the plain model computes on its own
+    library = build_model(name, num_features, num_fields, library_config(cfg))
+    return plain_from_library(name, library, num_features, num_fields, cfg)
+
+
+def library_config(cfg: LeanConfig) -> ModelConfig:
+    """The library ModelConfig with ``cfg``'s sizes."""
+    return ModelConfig(
+        embed_dim=cfg.embed_dim,
+        mlp_dims=cfg.mlp_dims,
+        cross_layers=cfg.cross_layers,
+        cin_sizes=cfg.cin_sizes,
+        embed_init_std=cfg.embed_init_std,
+        regulation_tau=cfg.regulation_tau,
+        regulation_batch_norm=cfg.regulation_batch_norm,
+        regulation_eps=cfg.regulation_eps,
+    )
 
 
 def build_lean(num_features: int, num_fields: int, cfg: LeanConfig) -> LeanDCN:

@@ -225,3 +225,20 @@ def test_edcn_signal_does_not_vanish_through_the_layers():
     )
     assert with_norm > 0.05
     assert without < 1e-4
+
+
+def test_regulation_eps_is_the_batch_norm_eps_and_defaults_to_the_authors_setting():
+    assert ModelConfig().regulation_eps == 1e-5 and ModelConfig().regulation_batch_norm
+    model = EDCN(NUM_FEATURES, F, dataclasses.replace(SMALL, regulation_eps=1e-3))
+    norms = [reg.norm for reg in [*model.cross_regulation, *model.deep_regulation]]
+    assert [norm.eps for norm in norms] == [1e-3] * len(norms)
+    # the eps enters the standardisation: (v - mean) / sqrt(var + eps)
+    reg = FieldRegulation(F, D, batch_norm=True, eps=1e-3).train()
+    h = torch.randn(7, d) * 0.01
+    gated = h / F  # gates start at 1/F
+    expected = (gated - gated.mean()) / torch.sqrt(gated.var(unbiased=False) + 1e-3)
+    torch.testing.assert_close(reg(h), expected)
+    with pytest.raises(ValueError, match="regulation_eps must be positive"):
+        ModelConfig(regulation_eps=0.0)
+    with pytest.raises(ValueError, match="eps must be positive"):
+        FieldRegulation(F, D, batch_norm=True, eps=-1.0)

@@ -98,23 +98,33 @@ class FieldRegulation(nn.Module):
     input is then standardised by *one* mean and variance over all its coordinates and the batch
     (a scalar batch norm, as in the authors' code): it rescales the whole tower input without
     undoing the relative gates of the fields (a per-coordinate batch norm would cancel them).
-    Its ``eps`` is PyTorch's 1e-5, as in the authors' code: with embeddings drawn from
-    N(0, 0.01) and gates of 1/F the gated variance is far below it, so at first the norm acts as
-    a gain of up to ``1 / sqrt(eps)``, and standardises fully once the embeddings have grown.
+    Its ``eps`` is PyTorch's 1e-5 by default, as in the authors' code: with embeddings drawn
+    from N(0, 0.01) and gates of 1/F the gated variance is far below it, so the norm acts as a
+    gain of up to ``1 / sqrt(eps)`` rather than a standardisation as long as the variance stays
+    below ``eps`` (on small samples: the whole run, see ``benchmarks/edcn_probe.py``).
     Its running statistics are a cumulative average (``momentum=None``), so a short training
     run leaves no trace of the default initial variance of 1 in evaluation mode.
     Input and output: (B, F*D).
     """
 
-    def __init__(self, num_fields: int, embed_dim: int, tau: float = 1.0, batch_norm: bool = False):
+    def __init__(
+        self,
+        num_fields: int,
+        embed_dim: int,
+        tau: float = 1.0,
+        batch_norm: bool = False,
+        eps: float = 1e-5,
+    ):
         super().__init__()
         if tau <= 0:
             raise ValueError(f"the regulation temperature tau must be positive, got {tau}")
+        if eps <= 0:
+            raise ValueError(f"the regulation batch norm's eps must be positive, got {eps}")
         self.num_fields = num_fields
         self.embed_dim = embed_dim
         self.tau = tau
         self.gate_logits = nn.Parameter(torch.ones(num_fields))  # w
-        self.norm = nn.BatchNorm1d(1, momentum=None) if batch_norm else None
+        self.norm = nn.BatchNorm1d(1, eps=eps, momentum=None) if batch_norm else None
         self.scale = 1.0 if batch_norm else float(num_fields)  # F without the norm (see above)
 
     def gate(self) -> torch.Tensor:

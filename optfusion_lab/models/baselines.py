@@ -159,8 +159,9 @@ class EDCN(nn.Module):
     gates' temperature; ``cfg.regulation_batch_norm`` standardises every regulated tower input
     with a scalar batch norm, as the authors' code does by default: without it the product of
     small embeddings and small deep outputs shrinks at every layer and the model barely learns
-    (see the README). ``cfg.mlp_dims`` is ignored (deep layers have width d, as in EDCN);
-    dropout and the MLP batch norm follow ``cfg``.
+    (see the README); ``cfg.regulation_eps`` is that norm's eps (1e-5, the authors' setting;
+    the README says what it does on small samples). ``cfg.mlp_dims`` is ignored (deep layers
+    have width d, as in EDCN); dropout and the MLP batch norm follow ``cfg``.
     """
 
     def __init__(self, num_features: int, num_fields: int, cfg: ModelConfig):
@@ -173,7 +174,11 @@ class EDCN(nn.Module):
         def regulation() -> nn.ModuleList:
             return nn.ModuleList(
                 FieldRegulation(
-                    num_fields, cfg.embed_dim, cfg.regulation_tau, cfg.regulation_batch_norm
+                    num_fields,
+                    cfg.embed_dim,
+                    cfg.regulation_tau,
+                    cfg.regulation_batch_norm,
+                    cfg.regulation_eps,
                 )
                 for _ in range(num_layers)
             )

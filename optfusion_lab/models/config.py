@@ -22,6 +22,7 @@ class ModelConfig:
     bridge: str = "hadamard"  # EDCN bridge: hadamard (the paper's default), add, concat, attention
     regulation_tau: float = 1.0  # EDCN temperature of the field gates softmax(w / tau)
     regulation_batch_norm: bool = True  # EDCN: scalar batch norm after each gate; False: gates x F
+    regulation_eps: float = 1e-5  # EDCN: eps of that batch norm (PyTorch's, the authors' setting)
 
     def __post_init__(self) -> None:
         if self.embed_dim <= 0:
@@ -42,5 +43,7 @@ class ModelConfig:
             )
         if self.regulation_tau <= 0:
             raise ValueError(f"regulation_tau must be positive, got {self.regulation_tau}")
+        if self.regulation_eps <= 0:
+            raise ValueError(f"regulation_eps must be positive, got {self.regulation_eps}")
         if self.low_rank is not None and self.low_rank <= 0:
             raise ValueError(f"low_rank must be None or positive, got {self.low_rank}")
