@@ -87,6 +87,10 @@ def settings(args) -> list[Setting]:
     real = os.environ.get("OPTFUSION_REAL_SAMPLES")
     if real and (Path(real) / REAL_CRITEO).is_file() and not args.teacher_only:
         chosen.append(Setting("criteo-real", Path(real) / REAL_CRITEO, "criteo", batch_size=64))
+    elif "criteo-real" in args.datasets:
+        print("criteo-real skipped: OPTFUSION_REAL_SAMPLES is not set or lacks "
+              f"{REAL_CRITEO}")
+    chosen = [s for s in chosen if s.name in args.datasets]
     if args.epochs is not None or args.layers is not None:
         chosen = [dataclasses.replace(s, epochs=args.epochs or s.epochs,
                                       num_layers=args.layers or s.num_layers) for s in chosen]
@@ -207,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="epoch budget (default 3)")
     parser.add_argument("--layers", type=int, help="layers L of the fusion graph (default 3)")
     parser.add_argument("--teacher-only", action="store_true", help="skip the real Criteo rows")
+    parser.add_argument("--datasets", nargs="+", choices=("teacher", "criteo-real"),
+                        default=["teacher", "criteo-real"], help="which data (default both)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--quick", action="store_true",
                         help="one seed, the teacher data only, 1 epoch, L = 1, a window of a "
@@ -244,17 +250,22 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['saved_fraction']:>6.0%} {step:>5} {r['dcn_seconds']:>6.1f} "
                       f"{'yes' if r['same_genotype'] else 'no':>5} {r['auc_full']:>9.4f} "
                       f"{r['auc_settled']:>9.4f} {r['load_after']:>5.1f}", flush=True)
+                details[s.name] = {"setting": {k: str(v) if isinstance(v, Path) else v
+                                               for k, v in dataclasses.asdict(s).items()},
+                                   "window": window, "steps_per_epoch": per_epoch,
+                                   "seeds": rows}
+                if args.json:  # after every seed: an interrupted run keeps what it measured
+                    write_report(args.json, "settle",
+                                 records + summarize(s.name, rows, window, per_epoch),
+                                 details=details, complete=False)
             records += summarize(s.name, rows, window, per_epoch)
-            details[s.name] = {"setting": {k: str(v) if isinstance(v, Path) else v
-                                           for k, v in dataclasses.asdict(s).items()},
-                               "window": window, "steps_per_epoch": per_epoch, "seeds": rows}
     print()
     for r in records:
         flag = "" if r["met"] is None else ("  MET" if r["met"] else "  NOT MET")
         print(f"{r['metric']:<52} {r['value']:>9.4f} {r['unit']:<10}{flag}  {r['note']}")
     print(f"\nload average after: {load()}")
     if args.json:
-        write_report(args.json, "settle", records, details=details)
+        write_report(args.json, "settle", records, details=details, complete=True)
         print(f"wrote {args.json}")
     return 0
 
