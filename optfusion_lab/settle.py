@@ -9,7 +9,8 @@ deriving a :class:`~optfusion_lab.models.genotype.Genotype`.
 lives on the parameters' device and is read back (a device synchronisation) only when it could
 have reached the window: after a read of ``c`` at step ``r`` the count at step ``t`` is at most
 ``c + (t - r)``, so the next read is at ``t = r + steps - c``. Detection is exact (the step at
-which the count reaches the window), with about one read per window instead of one per step.
+which the count reaches the window); while the genotype keeps changing that is one read per
+window instead of one per step.
 
 :class:`SettledArchitecture` is the search's callback: ``SearchConfig(settle_steps=N)`` (CLI
 ``--stop-when-settled N``) adds one to every search phase. When the signature has not changed
