@@ -182,6 +182,10 @@ def summarize(name: str, rows: list[dict], window: int, per_epoch: int) -> list[
         record(f"{name}.settle_saved_fraction", saved, "fraction",
                note=f"mean of 1 - settled/full per seed, SE "
                     f"{saved_se:.3f}" if saved_se is not None else "one seed"),
+        record(f"{name}.settle_saved_steps_fraction",
+               mean_se([1 - r["settled_steps"] / r["full_steps"] for r in rows])[0], "fraction",
+               note="1 - settled/full in optimizer steps, mean over seeds: the work saved, "
+                    "free of the machine's load"),
         record(f"{name}.settled_seeds", len(settled) / n, "share",
                note=f"{len(settled)} of {n} seeds settled within the budget; {window_note}"),
         record(f"{name}.settle_same_genotype", sum(r["same_genotype"] for r in rows) / n, "share",
