@@ -45,12 +45,7 @@ ORDER = ("bench_prepare", "bench_train", "bench_search", "bench_settle", "bench_
 # Small settings for scripts that have no --quick flag (yet): each must take well under a minute.
 QUICK_FALLBACK = {
     "bench_prepare": ["--sizes", "100k", "--repeats", "1"],
-    "bench_train": ["--rows", "50k", "--models", "dcn", "lean-dcn", "--repeats", "1",
-                    "--warmup", "1", "--steps", "3", "--min-seconds", "0.5", "--retries", "0",
-                    "--quiet-timeout", "0"],
-    "bench_search": ["--rows", "10000", "--embed-dim", "4", "--batch-size", "512",
-                     "--warmup", "1", "--steps", "2", "--epochs", "1"],
-}
+}  # bench_train and bench_search took over 150 s even on small settings here: they need --quick
 QUICK_TIMEOUT = 150  # seconds per script in --quick mode
 QUICK_TIMEOUT_NOTE = "raise it with --timeout on a busy machine"
 SKIP_KEYS = {"environment", "machine", "settings", "profiles", "runs", "details", "load_before",
