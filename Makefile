@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUNS := runs
 
-.PHONY: run pipeline test test-fast lab sync-notebooks lint samples bench clean
+.PHONY: run pipeline test test-fast lab sync-notebooks lint samples bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,8 +55,14 @@ lint: $(STAMP)
 samples: $(STAMP)
 	$(BIN)/python -m optfusion_lab.samples data_samples
 
+# Every benchmark script in benchmarks/ (each in its own process), collected into
+# benchmarks/results.json and the table benchmarks/RESULTS.md; bench-quick runs each script's
+# quick variant (under 5 minutes) into results-quick.json and RESULTS-quick.md.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_prepare.py
+	$(BIN)/python benchmarks/run_all.py
+
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py --quick
 
 clean:
 	rm -rf $(RUNS) .pytest_cache .ruff_cache

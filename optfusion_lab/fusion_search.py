@@ -23,6 +23,10 @@ point; ``SearchConfig.algorithm`` picks the algorithm (DESIGN.md section 3):
   stopping) uses the same validation split, so the supernet's validation AUC is optimistic here;
   its test metrics are not. One phase, named ``bilevel``.
 
+``SearchConfig(settle_steps=N)`` (ours, not the paper's; off by default) ends each phase once
+the derived genotype has not changed for ``N`` steps (:mod:`optfusion_lab.settle`): the phase
+then finishes as early stopping would (best validation epoch restored) and the next one starts.
+
 The fixed single-operation ablation is ``SupernetConfig(operations=("prod",))`` and the
 fixed-edge searches are ``SearchConfig(design="parallel" | "stacked")``; both combine with every
 algorithm. Where we differ from the reference: batches are reshuffled every epoch by default
@@ -61,6 +65,7 @@ from .io import SEARCH_RUN, claim_output_folder, write_atomic, write_json
 from .models.genotype import DESIGNS, FusionGraph, Genotype
 from .models.supernet import FusionNetwork, SupernetConfig, supernet_state_for
 from .names import ALGORITHMS
+from .settle import SettledArchitecture
 from .train import HISTORY_COLUMNS as EPOCH_COLUMNS
 from .train import (
     Callback,
@@ -98,6 +103,8 @@ class SearchConfig:
     algorithm: str = "one-shot"  # one-shot (the paper's), sequential (ablation) or bilevel
     gate_sparsity: float = 0.0  # ours, not the paper's (0: off): every active edge costs this
     # much in the architecture's objective (see gate_sparsity_hook)
+    settle_steps: int | None = None  # ours, not the paper's (None: off): end each search phase
+    # once the derived genotype has not changed for this many steps (see optfusion_lab.settle)
 
     def __post_init__(self):
         if self.arch_lr <= 0:
@@ -106,6 +113,8 @@ class SearchConfig:
             raise ValueError(f"gate_sparsity must be >= 0, got {self.gate_sparsity}")
         if self.history_every < 1:
             raise ValueError(f"history_every must be >= 1, got {self.history_every}")
+        if self.settle_steps is not None and self.settle_steps < 1:
+            raise ValueError(f"settle_steps must be >= 1 (or None: off), got {self.settle_steps}")
         if self.design is not None and self.design not in DESIGNS:
             raise ValueError(f"unknown design {self.design!r}; choose one of {list(DESIGNS)}")
         if self.algorithm not in ALGORITHMS:
@@ -280,14 +289,19 @@ class SearchResult:
     algorithm: str = "one-shot"  # SearchConfig.algorithm
     phases: dict[str, FitResult] = dataclasses.field(default_factory=dict)  # in run order
     collapse: str | None = None  # why no genotype could be derived (see collapse_report)
+    # SearchConfig.settle_steps: phase -> (step of the phase, step of the search) at which its
+    # architecture settled and the phase ended (phases that ran to their end are absent)
+    settled: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
 
     @property
     def stopped(self) -> bool:
-        """Ended early (a callback's stop request or Ctrl-C); later phases did not run."""
+        """Ended early (a callback's stop request or Ctrl-C); later phases did not run. A phase
+        that settled (``settled``) is not stopped: it ended as early stopping ends one."""
         return self.fit.stopped
 
     @property
     def stop_reason(self) -> str:
+        """Why the final phase ended early: a stop, or its settled architecture ("" if not)."""
         return self.fit.stop_reason
 
 
@@ -397,6 +411,8 @@ def search(
     that receive those snapshots too (for live plots). A stop requested by a callback
     (``state.request_stop()`` or ``StopTraining``) or Ctrl-C ends the current phase as in
     :func:`~optfusion_lab.train.fit` and starts no further phase; ``result.stopped`` says so.
+    With ``search_cfg.settle_steps``, a phase whose architecture has settled ends early as a
+    finished phase (``result.settled`` says when; see :mod:`optfusion_lab.settle`).
 
     With ``checkpoint_dir`` every phase checkpoints after each epoch (``checkpoint.pt``, or
     ``checkpoint-<phase>.pt`` for the two phases of ``sequential``); ``resume`` continues from
@@ -422,8 +438,12 @@ def search(
     own = [history, *(ArchitectureListener(f) for f in listeners)]
     files = SearchFiles(Path(live_dir), history) if live_dir is not None else None
     phases: dict[str, FitResult] = {}
+    settled: dict[str, tuple[int, int]] = {}
     with stream.first(*own, *([files] if files is not None else [])):
         for phase in plan:
+            # after the phase's own steps (the bilevel architecture step), before any monitor
+            settle = search_cfg.settle_steps
+            watch = [SettledArchitecture(settle)] if settle is not None else []
             optimizer, steps = phase_optimizers(net, phase, data, train_cfg, search_cfg)
             checkpoint = None
             if checkpoint_dir is not None:
@@ -434,13 +454,16 @@ def search(
             net.fix_operation(phase.fixed_operation)
             history.start_phase(net, phase.name)
             try:
-                with (_frozen(resting), stream.first(*steps),  # frozen: in no optimizer
+                with (_frozen(resting), stream.first(*steps, *watch),  # frozen: in no optimizer
                       gate_sparsity_hook(net, search_cfg.gate_sparsity)):
                     result = fit(net, data, train_cfg, stream, optimizer, checkpoint, resume,
                                  fingerprint, phase=phase.name)
             finally:
                 net.fix_operation(None)
             phases[phase.name] = result
+            at = watch[0].settled_step if watch else None
+            if at is not None and not result.stopped:
+                settled[phase.name] = (at, history.offset + at)
             if files is not None:
                 files.finish(result.history.assign(phase=phase.name, seed=train_cfg.seed))
             if result.stopped:  # a callback's request or Ctrl-C ends every phase
@@ -456,6 +479,7 @@ def search(
         algorithm=search_cfg.algorithm,
         phases=phases,
         collapse=collapse,
+        settled=settled,
     )
 
 
@@ -765,7 +789,8 @@ def write_search_run(
     resume fingerprint), ``supernet.pt`` (best-epoch weights, alpha and beta, for warm starts)
     and ``result.json`` (the supernet's metrics at the final phase's best epoch, in the shape of
     ``optfusion-lab train``'s result file, plus ``algorithm``, per-phase metrics ``phases`` and
-    search seconds). A collapsed
+    search seconds, and ``settle``: ``settle_steps`` and the phases that settled, with their
+    steps; ``stop_reason`` says why the final phase ended early, if it did). A collapsed
     search (``result.genotype`` None) writes everything but ``genotype.json``; its result.json
     has ``"genotype": null`` and the reason in ``collapse``.
     """
@@ -791,6 +816,14 @@ def write_search_run(
     document["resumed_from_epoch"] = resumed[-1] if resumed else None
     document["genotype"] = result.genotype.to_dict() if result.genotype is not None else None
     document["collapse"] = result.collapse
+    document["stop_reason"] = document["stop_reason"] or result.stop_reason
+    document["settle"] = {  # SearchConfig.settle_steps (ours; None: off, the paper's search)
+        "settle_steps": search_cfg.settle_steps,
+        "settled": bool(result.settled),
+        "phases": {name: {"step": step, "search_step": total}
+                   for name, (step, total) in result.settled.items()},
+        "settled_step": max((total for _, total in result.settled.values()), default=None),
+    }
     write_json(out / "result.json", document)
     return document
 

@@ -60,6 +60,11 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--gate-sparsity", type=float, default=0.0, metavar="X",
                    help="ours, not the paper's (default 0: off): each active edge costs X in the "
                    "architecture's objective, so edges the loss does not need switch off")
+    p.add_argument("--stop-when-settled", type=int, metavar="STEPS",
+                   help="ours, not the paper's (default: off, the full search): end each search "
+                   "phase once the derived genotype (active edges, argmax operations) has not "
+                   "changed for STEPS steps; the unfinished epoch is validated and the best "
+                   "epoch kept as usual")
     p.add_argument("--history-every", type=int, default=20, metavar="N",
                    help="record alpha/beta every N steps (default 20)")
     p.add_argument("--algorithm", choices=ALGORITHMS, default="one-shot",
@@ -149,6 +154,7 @@ def run_search(args: argparse.Namespace) -> int:
         design=args.design,
         algorithm=args.algorithm,
         gate_sparsity=args.gate_sparsity,
+        settle_steps=args.stop_when_settled,
     )
     truth = Genotype.load(args.truth) if args.truth is not None else None
     resolve_device(train_cfg.device)
@@ -209,6 +215,9 @@ def _report_search(out: Path, result, search_cfg, show: bool) -> int:
     resumed = ""
     if fit.resumed_from_epoch is not None:
         resumed = f", resumed after epoch {fit.resumed_from_epoch}"
+    for phase, (step, total) in result.settled.items():
+        print(f"phase {phase} settled at its step {step} (search step {total}): the genotype had "
+              f"not changed for {search_cfg.settle_steps} steps")
     print(f"supernet ({search_cfg.algorithm}{resumed}): best valid AUC "
           f"{fit.best_valid_auc:.5f} (epoch {fit.best_epoch}), test AUC {fit.test_auc:.5f}, "
           f"LogLoss {fit.test_logloss:.5f}, {result.search_seconds:.1f} s -> {out}/")

@@ -11,6 +11,8 @@ A :class:`Callback` overrides the events it wants:
 - ``on_fit_end(state, result)``: after the test evaluation, with the :class:`FitResult`.
 
 Any callback can end the run: ``state.request_stop(reason)`` or ``raise StopTraining(reason)``.
+A callback that is part of an algorithm can also end a fit as early stopping does:
+``state.end_early(reason)`` (the fit finishes normally, see :meth:`TrainState.end_early`).
 A monitor's exception never kills a run: :class:`EventStream` reports it once (a warning naming
 the callback, the event and the error) and drops that callback for the rest of the run. A
 callback that is part of an algorithm (the bilevel architecture step, the architecture history)
@@ -60,13 +62,24 @@ class TrainState:
     history: list[dict] = dataclasses.field(default_factory=list)  # finished epochs' rows
     stop_requested: bool = False  # set by request_stop (or a StopTraining from a callback)
     stop_reason: str = ""
+    ended_early: bool = False  # set by end_early: the stop ends the fit as finished, not stopped
 
     def request_stop(self, reason: str = "") -> None:
         """End the run after the current step (or epoch end): the best state so far is kept,
         tested when an epoch finished, and no further phase or seed starts."""
-        if not self.stop_requested:
-            self.stop_requested = True
+        if not self.stop_requested or self.ended_early:  # a stop outranks an early end
+            self.stop_requested, self.ended_early = True, False
             self.stop_reason = reason or "stop requested by a callback"
+
+    def end_early(self, reason: str) -> None:
+        """End the fit after the current step as early stopping would: the unfinished epoch is
+        validated (it counts for the best epoch), the best state is restored and tested, and
+        the fit counts as finished (``FitResult.stopped`` False, ``stop_reason`` says why), so
+        a search's next phase or a run's next seed still starts. For an algorithm's own rule
+        (e.g. the settled-architecture stop of a search); a monitor asks for a stop instead."""
+        if not self.stop_requested:
+            self.stop_requested, self.ended_early = True, True
+            self.stop_reason = reason
 
 
 class Callback:

@@ -66,7 +66,8 @@ class FitResult:
     num_parameters: int
     device: str
     stopped: bool = False  # ended early by request_stop, StopTraining or KeyboardInterrupt
-    stop_reason: str = ""  # why (empty when the run ended by itself)
+    stop_reason: str = ""  # why (empty when the run ended by itself; with stopped False, why a
+    # callback ended it early as finished: TrainState.end_early)
     test_note: str = ""  # why the test metrics are NaN, when they are
     resumed_from_epoch: int | None = None  # epochs already done in the checkpoint resumed from
 
@@ -180,6 +181,9 @@ def fit(
     when at least one epoch finished (otherwise the test metrics are NaN and ``test_note`` says
     why), keeps the checkpoint of the last finished epoch, and returns a result with
     ``stopped=True`` and ``stop_reason``. Under torch.distributed, request the stop on every rank.
+    ``state.end_early(reason)`` (an algorithm's own rule) ends the fit the same way, except that
+    the unfinished epoch is validated and counts for the best epoch, and the result is a
+    finished one (``stopped=False``, ``stop_reason`` says why it ended early).
 
     Under ``torch.distributed`` (launched by torchrun, see :mod:`optfusion_lab.distributed`)
     the model is wrapped in DistributedDataParallel, each rank trains on its shard of the data,
@@ -225,9 +229,11 @@ def _fit(model, data, cfg, device, stream, optimizer, checkpoint, resume, finger
             losses.start_epoch()
             synchronize(device)
             train_started = time.perf_counter()
+            rows = 0  # training rows of this epoch so far (this rank)
             for x, y in progress_bar(loader, epoch, cfg, rank):
                 loss = train_step(trained, optimizer, x, y, cfg.amp)
                 loop.step += 1
+                rows += len(y)
                 losses.add(loss, len(y))
                 if loop.step % cfg.nan_check_every == 0:
                     losses.check(len(loader), rates)
@@ -235,15 +241,16 @@ def _fit(model, data, cfg, device, stream, optimizer, checkpoint, resume, finger
                     step_state(state, epoch, loop.step, loss, cfg, stream.needs_loss, started)
                     stream.emit("on_step", state)
                     if state.stop_requested:
-                        break  # the unfinished epoch is dropped: no validation, no checkpoint
+                        break  # stopped: the unfinished epoch is dropped (no validation, no
+                        # checkpoint); ended early: it is validated as a (shorter) epoch
             synchronize(device)
             losses.check(len(loader), rates)
-            if state.stop_requested:
+            if state.stop_requested and not state.ended_early:
                 break
             train_seconds = time.perf_counter() - train_started
-            loop.samples += loader.num_rows * world_size
+            loop.samples += rows * world_size
             metrics = evaluate(model, x_valid, y_valid, cfg.eval_batch_size, device, cfg.amp)
-            row = epoch_row(epoch, float(losses.sum) / max(1, loader.num_rows), metrics,
+            row = epoch_row(epoch, float(losses.sum) / max(1, rows), metrics,
                             time.perf_counter() - epoch_started, train_seconds)
             improved = loop.end_epoch(row, model)
             report_epoch(row, improved, cfg, rank)
@@ -395,7 +402,7 @@ def finish(model, data, cfg, device, loop: LoopState, state: TrainState, resumed
         samples_per_second=loop.samples / loop.train_seconds if loop.train_seconds else math.nan,
         num_parameters=count_parameters(model),
         device=str(device),
-        stopped=state.stop_requested,
+        stopped=state.stop_requested and not state.ended_early,
         stop_reason=state.stop_reason,
         test_note=test_note,
         resumed_from_epoch=resumed_from,
