@@ -218,6 +218,8 @@ def worker(args: argparse.Namespace) -> int:
     # epochs and patience high enough that the run only ends through StopTiming
     if loop == "fit":
         class TimerCallback(Callback):
+            essential = True  # its StopTiming must end fit (a plain callback's error is dropped)
+
             def on_step(self, state) -> None:
                 timer(state.step, state.epoch)
 
@@ -426,11 +428,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR,
                         help="cache of generated and prepared data (default benchmarks/_data)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
+    parser.add_argument("--quick", action="store_true",
+                        help="a quick check: 100k rows, dcn and lean-dcn, 10 steps, 2 repeats")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one model
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
+    if args.quick:
+        args.rows, args.models, args.steps, args.min_seconds = 100_000, ["dcn", LEAN], 10, 2.0
+        args.repeats, args.retries, args.quiet_timeout, args.warmup = 2, 0, 5.0, 3
     if args.warmup < 1 or args.steps < 1 or args.repeats < 1:
         parser.error("--warmup, --steps and --repeats must be at least 1")
 
