@@ -7,13 +7,15 @@ reaches the gates of its inputs as if it were fed, so a switched-off edge can sw
 node's ``fed`` flag and the fusion's any-active flag were constants for autograd, so a dead
 node's edges received exactly zero gradient. The tests use it twice: where no node is dead the
 fix must change nothing (same outputs, same gradients of alpha, beta and every weight), and where
-a node is dead it shows what the fix changes.
+a node is dead it shows what the fix changes. Its operations are the frozen copies of
+``tests/frozen_supernet.py``.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
+from frozen_supernet import frozen_fuse
 from torch import nn
 
 from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig
@@ -41,8 +43,8 @@ def frozen_forward(net: FusionNetwork, x: torch.Tensor) -> torch.Tensor:
             any_active = (g.detach() != 0).any().to(e.dtype)  # a constant for autograd
             weights = all_weights[net.graph.fusion_nodes.index(node)]
             out = 0
-            for w, op in zip(weights, net.fusions[node].ops.values(), strict=True):
-                out = out + w * op.fuse(gated, g)  # (B, d)
+            for w, (name, op) in zip(weights, net.fusions[node].ops.items(), strict=True):
+                out = out + w * frozen_fuse(name, op, gated, g)  # (B, d)
             fused = out * any_active
         if node == "OUT":
             return net.output(fused).squeeze(-1)  # (B,)
