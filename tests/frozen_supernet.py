@@ -16,6 +16,11 @@ from torch import nn
 
 from optfusion_lab.fusion import straight_through_mask
 
+# How close the current code's outputs and gradients must be to the frozen code's: the same
+# formulas, evaluated (summed, multiplied) in another order. Values are of order 1e-3 to 1.
+FLOAT64 = {"rtol": 1e-10, "atol": 1e-12}
+FLOAT32 = {"rtol": 1e-4, "atol": 1e-6}
+
 
 def attention_nets(op: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """The per-input attention nets of an ATT operation: (W1 (h, d), b1 (h,), W2 (d, h)) per

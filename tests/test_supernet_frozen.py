@@ -6,16 +6,16 @@ compute. On a fixed batch, the outputs and the gradients of alpha, beta and ever
 equal those of the frozen code, for every operation alone and mixed, with edges gated off, with
 dead nodes, for every shallow block, in every mode.
 
-Tolerances: float64 ``rtol=1e-10, atol=1e-12`` (the same formulas, summed in another order);
-float32 ``rtol=1e-4, atol=1e-6`` (the same in single precision; the logits and gradients are
-of order 1e-3 to 1).
+Tolerances (``FLOAT64``, ``FLOAT32`` in ``frozen_supernet.py``): float64 ``rtol=1e-10,
+atol=1e-12`` (the same formulas, summed in another order); float32 ``rtol=1e-4, atol=1e-6`` (the
+same in single precision; the logits and gradients are of order 1e-3 to 1).
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from frozen_supernet import frozen_forward, frozen_mixed, frozen_operation
+from frozen_supernet import FLOAT32, FLOAT64, frozen_forward, frozen_mixed, frozen_operation
 from torch import nn
 
 from optfusion_lab.fusion import OPERATIONS, MixedFusion, build_operation, straight_through_gate
@@ -23,8 +23,7 @@ from optfusion_lab.models.genotype import FusionGraph, parallel_edges
 from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig
 
 F, D, N = 4, 3, 40
-TOLERANCES = {torch.float64: {"rtol": 1e-10, "atol": 1e-12},
-              torch.float32: {"rtol": 1e-4, "atol": 1e-6}}
+TOLERANCES = {torch.float64: FLOAT64, torch.float32: FLOAT32}
 OPERATION_SETS = {
     "add": ("add",),
     "prod": ("prod",),

@@ -313,9 +313,9 @@ class FusionNetwork(nn.Module):
             if node == "C0":
                 fused = gates[0] * e  # (B, d): C0's single input (E, always fed), no operation
             else:
-                stacked = torch.stack([h[s] for s in sources])  # (k, B, d)
                 weights = self._weights(node, all_weights if searching else None)  # (ops,)
-                fused = self.fusions[node](stacked, gates, weights, from_fed)  # (B, d)
+                inputs = [h[s] for s in sources]  # k tensors (B, d), gated by the fusion
+                fused = self.fusions[node](inputs, gates, weights, from_fed)  # (B, d)
             if node == "OUT":
                 return self.output(fused).squeeze(-1)  # (B,)
             # (B, d); zeros if not fed, but the backward pass goes on as if it were fed, so the
