@@ -87,16 +87,22 @@ def _sum_product_backward(ctx, grad_sum, grad_product):
         total, own, dot_offset = grad_sum, False, None
         if grad_product is not None:
             partial = suffix[j]  # (B, d): P_j once multiplied by the prefix
-            own = partial is not grad_product  # a tensor of ours, free to change in place
-            if prefix is not None:
-                partial = partial.mul_(prefix) if own else partial * prefix
+            mine = partial is not grad_product  # a tensor of ours, free to change in place
+            out = {"out": partial} if mine else {}
+            if prefix is None:  # j = 0: P_0 is the suffix
+                if needs_gates:
+                    dot_offset = partial.sum()
+                total, own = partial, mine
+                if grad_sum is not None:
+                    total, own = torch.add(partial, grad_sum, **out), True
+            else:
+                if needs_gates:
+                    dot_offset = _dot(partial, prefix)  # sum P_j
+                if grad_sum is None:
+                    total = torch.mul(partial, prefix, **out)  # P_j
+                else:
+                    total = torch.addcmul(grad_sum, partial, prefix, **out)  # grad_sum + P_j
                 own = True
-            if needs_gates:
-                dot_offset = partial.sum()
-            if grad_sum is not None:
-                partial = partial.add_(grad_sum) if own else partial + grad_sum
-                own = True
-            total = partial
             if j < k - 1:
                 if prefix is None or prefix is factors[0]:
                     prefix = factors[j] if prefix is None else prefix * factors[j]
