@@ -24,8 +24,9 @@ FLOAT32 = {"rtol": 1e-4, "atol": 1e-6}
 
 def attention_nets(op: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """The per-input attention nets of an ATT operation: (W1 (h, d), b1 (h,), W2 (d, h)) per
-    input, views of the operation's own parameters (gradients reach them)."""
-    return [(net[0].weight, net[0].bias, net[2].weight) for net in op.attention]
+    input, views of the operation's own parameters (gradients reach them). Today's ATT stores
+    them stacked: input j's net is ``w1[j], b1[j], w2[j]``."""
+    return [(op.w1[j], op.b1[j], op.w2[j]) for j in range(op.num_inputs)]
 
 
 def frozen_gate_inputs(inputs, gates, num_inputs, dim, sources_fed=None):
@@ -113,3 +114,13 @@ def frozen_forward(net, x: torch.Tensor) -> torch.Tensor:
             return net.output(fused).squeeze(-1)  # (B,)
         h[node] = straight_through_mask(net.blocks[node](e, fused), fed[node])
     raise AssertionError("the graph has no OUT node")
+
+
+def frozen_attention_nets(num_inputs: int, dim: int, hidden: int | None) -> nn.ModuleList:
+    """ATT's per-input nets as the old ``AttentionFusion.__init__`` built them."""
+    hidden = dim if hidden is None else min(hidden, dim)
+    return nn.ModuleList(
+        nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim, bias=False),
+                      nn.Softmax(dim=-1))
+        for _ in range(num_inputs)
+    )

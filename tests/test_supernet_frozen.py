@@ -15,12 +15,26 @@ from __future__ import annotations
 
 import pytest
 import torch
-from frozen_supernet import FLOAT32, FLOAT64, frozen_forward, frozen_mixed, frozen_operation
+from frozen_supernet import (
+    FLOAT32,
+    FLOAT64,
+    attention_nets,
+    frozen_attention_nets,
+    frozen_forward,
+    frozen_mixed,
+    frozen_operation,
+)
 from torch import nn
 
-from optfusion_lab.fusion import OPERATIONS, MixedFusion, build_operation, straight_through_gate
+from optfusion_lab.fusion import (
+    OPERATIONS,
+    MixedFusion,
+    build_operation,
+    stack_attention_nets,
+    straight_through_gate,
+)
 from optfusion_lab.models.genotype import FusionGraph, parallel_edges
-from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig
+from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig, supernet_state_for
 
 F, D, N = 4, 3, 40
 TOLERANCES = {torch.float64: FLOAT64, torch.float32: FLOAT32}
@@ -166,3 +180,47 @@ def test_single_operations_and_the_mixed_node_equal_the_frozen_code(name, fed):
         for key in new_grads:
             torch.testing.assert_close(new_grads[key], old_grads[key],
                                        **TOLERANCES[torch.float64], msg=key)
+
+
+@pytest.mark.parametrize("name", ["att", "att-lite"])
+def test_stacked_attention_nets_start_from_the_per_input_nets_draws(name):
+    torch.manual_seed(8)
+    op = build_operation(name, 3, 40)
+    torch.manual_seed(8)
+    old = frozen_attention_nets(3, 40, op.hidden)
+    for (w1, b1, w2), net in zip(attention_nets(op), old, strict=True):
+        assert torch.equal(w1, net[0].weight) and torch.equal(b1, net[0].bias)
+        assert torch.equal(w2, net[2].weight) and net[2].bias is None
+
+
+def old_state_dict(net: FusionNetwork) -> dict:
+    """``net``'s state dict in the old layout: ATT as per-input nets ``attention.<j>.{0,2}``."""
+    state = {}
+    for key, value in net.state_dict().items():
+        head, _, name = key.rpartition(".")
+        layer = {"w1": "0.weight", "b1": "0.bias", "w2": "2.weight"}.get(name)
+        if layer is None:
+            state[key] = value
+            continue
+        for j, row in enumerate(value):
+            state[f"{head}.attention.{j}.{layer}"] = row.clone()
+    return state
+
+
+def test_state_dicts_with_per_input_attention_nets_still_load():
+    net = supernet(9, operations=("add", "att", "att-lite"))
+    set_alpha(net, "gated-off", 9)
+    old = old_state_dict(net)
+    assert any(".attention.3.0.weight" in key for key in old)
+    fresh = supernet(10, operations=("add", "att", "att-lite"))
+    fresh.load_state_dict(old)
+    x, _ = batch(seed=9)
+    torch.testing.assert_close(fresh(x), net(x), rtol=0, atol=0)
+    assert stack_attention_nets(dict(old)).keys() == net.state_dict().keys()
+    derived = FusionNetwork.from_genotype(net.genotype(), N, F, "soft").double()
+    assert {"att", "att-lite"} <= {op for ops in derived.operations.values() for op in ops}
+    new_warm = supernet_state_for(derived, net.state_dict())
+    old_warm = supernet_state_for(derived, old)
+    assert new_warm.keys() == old_warm.keys()
+    for key in new_warm:
+        assert torch.equal(new_warm[key], old_warm[key]), key

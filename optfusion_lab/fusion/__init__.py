@@ -27,6 +27,7 @@ from optfusion_lab.fusion.ops import (
     LowRankAttentionFusion,
     ProdFusion,
     build_operation,
+    stack_attention_nets,
     validate_operation,
 )
 
@@ -49,6 +50,7 @@ __all__ = [
     "StraightThroughMask",
     "StraightThroughMix",
     "build_operation",
+    "stack_attention_nets",
     "gate_inputs",
     "straight_through_gate",
     "straight_through_mask",
