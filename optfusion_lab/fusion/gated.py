@@ -8,8 +8,8 @@ runs; the functions here compute each operation's use of the gated inputs direct
 - :class:`GatedSum`: ``sum_j c_j x_j`` (ADD), accumulated into one (B, d) tensor;
 - :class:`GatedProduct`: ``prod_j (c_j x_j + 1 - c_j)`` (PROD over the active inputs), and
   :class:`GatedSumProduct`, both in one pass (a node mixing ADD and PROD);
-- :class:`GatedStack`: the (B, k, d) tensor of ``c_j x_j`` (CONCAT's input, and ATT's as a
-  (k, B, d) view), built once per node and shared by both operations.
+- :class:`GatedStack`: the (k, B, d) tensor of ``c_j x_j`` (ATT's input for its batched
+  matmuls, and CONCAT's as a (B, k*d) copy), built once per node and shared by both.
 
 ``c_j = g_j * fed_j`` are the forward coefficients (``fed_j``: the input's source is fed, see
 :func:`gate_inputs`), constants for autograd. The backward pass is
@@ -160,16 +160,15 @@ class GatedSumProduct(torch.autograd.Function):
 
 
 class GatedStack(torch.autograd.Function):
-    """The (B, k, d) tensor of ``c_j x_j``; backward ``d x_j = g_j G[:, j]``,
-    ``d g_j = <x_j, G[:, j]>``."""
+    """The (k, B, d) tensor of ``c_j x_j``; backward ``d x_j = g_j G[j]``,
+    ``d g_j = <x_j, G[j]>``."""
 
     @staticmethod
     def forward(ctx, gates: torch.Tensor, coeffs: torch.Tensor, *inputs: torch.Tensor):
         ctx.save_for_backward(gates, *inputs)
-        batch, dim = inputs[0].shape
-        out = inputs[0].new_empty(batch, len(inputs), dim)  # (B, k, d)
+        out = inputs[0].new_empty(len(inputs), *inputs[0].shape)  # (k, B, d)
         for j, (c, x) in enumerate(zip(coeffs.unbind(), inputs, strict=True)):
-            torch.mul(x, c, out=out[:, j])
+            torch.mul(x, c, out=out[j])
         return out
 
     @staticmethod
@@ -177,8 +176,8 @@ class GatedStack(torch.autograd.Function):
         gates, *inputs = ctx.saved_tensors
         grad_gates = None
         if ctx.needs_input_grad[0]:
-            grad_gates = torch.stack([(x * grad[:, j]).sum() for j, x in enumerate(inputs)])
-        grad_inputs = [grad[:, j] * g if needs else None
+            grad_gates = torch.stack([_dot(x, grad[j]) for j, x in enumerate(inputs)])  # (k,)
+        grad_inputs = [grad[j] * g if needs else None
                        for j, (g, needs) in enumerate(zip(gates.unbind(),
                                                           ctx.needs_input_grad[2:], strict=True))]
         return grad_gates, None, *grad_inputs
@@ -232,7 +231,7 @@ class GatedInputs:
         return self._computed["product"]
 
     def stack(self) -> torch.Tensor:
-        """The gated inputs as one (B, k, d) tensor (input j at ``[:, j]``)."""
+        """The gated inputs as one (k, B, d) tensor."""
         if "stack" not in self._computed:
             self._computed["stack"] = self._apply(GatedStack)
         return self._computed["stack"]

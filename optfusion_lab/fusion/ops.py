@@ -86,9 +86,10 @@ class ConcatFusion(FusionOp):
         self.linear = nn.Linear(num_inputs * dim, dim)
 
     def fuse(self, gated: GatedInputs) -> torch.Tensor:
-        stacked = gated.stack()  # (B, k, d)
-        # (B, k, d) -> (B, k*d), a view; input j occupies columns [j*d, (j+1)*d)
-        return self.linear(stacked.flatten(start_dim=1))  # (B, d)
+        k, batch, dim = gated.stack().shape
+        # (k, B, d) -> (B, k, d) -> (B, k*d); input j occupies columns [j*d, (j+1)*d)
+        concat = gated.stack().transpose(0, 1).reshape(batch, k * dim)
+        return self.linear(concat)  # (B, d)
 
 
 class AttentionFusion(FusionOp):
@@ -122,8 +123,9 @@ class AttentionFusion(FusionOp):
             nn.init.kaiming_uniform_(self.w2[j], a=math.sqrt(5))
 
     def fuse(self, gated: GatedInputs) -> torch.Tensor:
-        z = gated.stack().transpose(0, 1)  # (B, k, d) -> (k, B, d), a view
-        hidden = torch.relu(torch.baddbmm(self.b1.unsqueeze(1), z, self.w1.transpose(1, 2)))
+        z = gated.stack()  # (k, B, d)
+        # (k, B, d) @ (k, d, h) + b1 -> (k, B, h), ReLU in place (baddbmm keeps its inputs only)
+        hidden = torch.relu_(torch.baddbmm(self.b1.unsqueeze(1), z, self.w1.transpose(1, 2)))
         scores = torch.bmm(hidden, self.w2.transpose(1, 2))  # (k, B, h) @ (k, h, d) -> (k, B, d)
         attention = torch.softmax(scores, dim=-1)  # (k, B, d): a_j, softmax over the d features
         return (attention * z).sum(dim=0)  # (B, d)
