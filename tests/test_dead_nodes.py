@@ -7,13 +7,16 @@ reaches the gates of its inputs as if it were fed, so a switched-off edge can sw
 node's ``fed`` flag and the fusion's any-active flag were constants for autograd, so a dead
 node's edges received exactly zero gradient. The tests use it twice: where no node is dead the
 fix must change nothing (same outputs, same gradients of alpha, beta and every weight), and where
-a node is dead it shows what the fix changes.
+a node is dead it shows what the fix changes. Its operations are the frozen copies of
+``tests/frozen_supernet.py``; since the fusion nodes now accumulate their inputs in another
+order, "the same" means equal to float32 rounding (``FLOAT32`` there).
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
+from frozen_supernet import FLOAT32, frozen_fuse
 from torch import nn
 
 from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig
@@ -41,8 +44,8 @@ def frozen_forward(net: FusionNetwork, x: torch.Tensor) -> torch.Tensor:
             any_active = (g.detach() != 0).any().to(e.dtype)  # a constant for autograd
             weights = all_weights[net.graph.fusion_nodes.index(node)]
             out = 0
-            for w, op in zip(weights, net.fusions[node].ops.values(), strict=True):
-                out = out + w * op.fuse(gated, g)  # (B, d)
+            for w, (name, op) in zip(weights, net.fusions[node].ops.items(), strict=True):
+                out = out + w * frozen_fuse(name, op, gated, g)  # (B, d)
             fused = out * any_active
         if node == "OUT":
             return net.output(fused).squeeze(-1)  # (B,)
@@ -93,11 +96,11 @@ def test_gradients_equal_the_old_forward_where_no_node_is_dead(shallow, seed):
         net.alpha.copy_(alpha_with_every_node_fed(net, seed))
     assert (net.alpha < 0).sum() >= 8  # many edges are off: the gates matter
     x, y = batch(seed=seed)
-    torch.testing.assert_close(net(x), frozen_forward(net, x), rtol=0, atol=0)
+    torch.testing.assert_close(net(x), frozen_forward(net, x), **FLOAT32)
     new, old = gradients(net, net, x, y), gradients(net, lambda v: frozen_forward(net, v), x, y)
     assert new.keys() == old.keys() and {"alpha", "beta"} <= new.keys()
     for name in new:
-        torch.testing.assert_close(new[name], old[name], rtol=0, atol=0, msg=name)
+        torch.testing.assert_close(new[name], old[name], **FLOAT32, msg=name)
 
 
 def test_dead_nodes_output_zeros_and_pass_gradient_to_their_gates():
@@ -105,7 +108,7 @@ def test_dead_nodes_output_zeros_and_pass_gradient_to_their_gates():
     with torch.no_grad():
         net.alpha.copy_(alpha_with_dead_nodes(net))
     x, y = batch()
-    torch.testing.assert_close(net(x), frozen_forward(net, x), rtol=0, atol=0)  # same forward
+    torch.testing.assert_close(net(x), frozen_forward(net, x), **FLOAT32)  # same forward
     new, old = gradients(net, net, x, y), gradients(net, lambda v: frozen_forward(net, v), x, y)
     graph = net.graph
     for node in ("D1", "C2"):

@@ -101,14 +101,13 @@ def test_attention():
     assert isinstance(op, AttentionFusion)
     gates = torch.tensor([1.0, 1.0, 0.0])
     expected = torch.zeros(7, DIM)
-    for j in range(K):
-        first, second = op.attention[j][0], op.attention[j][2]
+    for j in range(K):  # input j's net: w1[j] (h, d), b1[j] (h,), w2[j] (d, h)
         xj = gates[j] * x[j]
-        hidden = torch.relu(xj @ first.weight.T + first.bias)
-        a_j = torch.softmax(hidden @ second.weight.T, dim=-1)  # softmax over the d features
+        hidden = torch.relu(xj @ op.w1[j].T + op.b1[j])
+        a_j = torch.softmax(hidden @ op.w2[j].T, dim=-1)  # softmax over the d features
         expected = expected + a_j * xj
     torch.testing.assert_close(op(x, gates), expected)
-    assert second.bias is None
+    assert {name for name, _ in op.named_parameters()} == {"w1", "b1", "w2"}  # W2 has no bias
     assert sum(p.numel() for p in op.parameters()) == K * (2 * DIM * DIM + DIM)
 
 

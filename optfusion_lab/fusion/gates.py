@@ -9,6 +9,9 @@ Both are exact in the forward pass and the identity in the backward pass:
   outputs zeros, but the gradient reaches its block, its fusion and the gates of its inputs as if
   it were fed; a switched-off edge can therefore switch back on. Where the mask is 1 this is the
   plain product, gradient included.
+- :func:`straight_through_mix`: ``mask * sum_o w_o y_o`` (a mixed node's output, zeros if it
+  has no active input), backward as if the mask were 1, in one pass and without the unmasked
+  mixture as a temporary: the mixed node's ``straight_through_mask(sum_o w_o y_o, mask)``.
 """
 
 import torch
@@ -52,3 +55,37 @@ def straight_through_mask(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"a mask of shape {tuple(mask.shape)} does not broadcast to "
                          f"{tuple(x.shape)}")
     return StraightThroughMask.apply(x, mask)
+
+
+class StraightThroughMix(torch.autograd.Function):
+    """Forward ``mask * sum_o w_o y_o`` (mask: a 0-d 0/1 constant), backward as if the mask were
+    1: ``d y_o = w_o G``, ``d w_o = <y_o, G>``."""
+
+    @staticmethod
+    def forward(ctx, mask: torch.Tensor, weights: torch.Tensor, *outputs: torch.Tensor):
+        ctx.save_for_backward(weights, *outputs)
+        scaled = (weights * mask).unbind()  # (ops,) masked mixing weights
+        out = outputs[0] * scaled[0]
+        for w, y in zip(scaled[1:], outputs[1:], strict=True):
+            out.addcmul_(y, w)  # out += mask * w_o * y_o
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        weights, *outputs = ctx.saved_tensors
+        grad_weights = None
+        if ctx.needs_input_grad[1]:
+            grad_weights = torch.stack([torch.dot(y.reshape(-1), grad_output.reshape(-1))
+                                        for y in outputs])  # (ops,)
+        grad_outputs = [grad_output * w if needs else None
+                        for w, needs in zip(weights.unbind(), ctx.needs_input_grad[2:],
+                                            strict=True)]
+        return None, grad_weights, *grad_outputs
+
+
+def straight_through_mix(outputs, weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``mask * sum_o weights[o] * outputs[o]`` forward; backward as if ``mask`` were 1 (see the
+    module docstring). ``outputs``: tensors of one shape, ``weights`` (ops,), ``mask`` 0-d."""
+    if weights.shape != (len(outputs),):
+        raise ValueError(f"expected {len(outputs)} weights, got shape {tuple(weights.shape)}")
+    return StraightThroughMix.apply(mask, weights, *outputs)

@@ -5,8 +5,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from optfusion_lab.fusion.gates import straight_through_mask
-from optfusion_lab.fusion.ops import OPERATIONS, build_operation, gate_inputs
+from optfusion_lab.fusion.gated import gate_inputs
+from optfusion_lab.fusion.gates import straight_through_mix
+from optfusion_lab.fusion.ops import OPERATIONS, build_operation
 
 
 class MixedFusion(nn.Module):
@@ -14,7 +15,7 @@ class MixedFusion(nn.Module):
 
     The mixing weights (e.g. ``softmax(beta)``) are an argument of ``forward``, not a parameter,
     so the architecture parameters live with their owner (the supernet); ``sources_fed`` marks
-    inputs whose source is dead (see :func:`~optfusion_lab.fusion.ops.gate_inputs`).
+    inputs whose source is dead (see :func:`~optfusion_lab.fusion.gated.gate_inputs`).
     ``weights[o]`` belongs to ``operations[o]``. Every operation is evaluated, even one with
     weight 0 (checking a weight's value would force a device sync); a derived model builds only
     the operations it keeps.
@@ -43,9 +44,9 @@ class MixedFusion(nn.Module):
             raise ValueError(
                 f"expected weights of shape ({len(self.operations)},), got {tuple(weights.shape)}"
             )
-        # Gate once for all operations: (k, B, d) inputs times their 0/1 gates.
-        gated, g, any_active = gate_inputs(inputs, gates, self.num_inputs, self.dim, sources_fed)
-        out = 0
-        for w, op in zip(weights, self.ops.values(), strict=True):
-            out = out + w * op.fuse(gated, g)  # (B, d)
-        return straight_through_mask(out, any_active)  # zeros if no input is active
+        # Gate once for all operations (the gated stack, if one needs it, is built once).
+        gated = gate_inputs(inputs, gates, self.num_inputs, self.dim, sources_fed,
+                            {op.reads for op in self.ops.values()})
+        fused = [op.fuse(gated) for op in self.ops.values()]  # (B, d) per operation
+        # sum_o w_o fused_o, zeros if no input is active (a straight-through mask)
+        return straight_through_mix(fused, weights.to(fused[0].dtype), gated.any_active)

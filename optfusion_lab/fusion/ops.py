@@ -7,18 +7,23 @@ Every operation has the same call: ``op(inputs, gates) -> (B, d)`` where
 - ``sources_fed`` (optional, the supernet's) is a tensor (k,) of 0/1 constants: an input from a
   source that is not fed counts as inactive.
 
-The gating is defined once, in ``FusionOp.forward``: input j enters as ``g_j * x_j``, the
-operation's own formula (``fuse``) is applied to these gated inputs, and a node with no active
-input outputs zeros under every operation. Those zeros are a straight-through mask
-(:func:`~optfusion_lab.fusion.gates.straight_through_mask`): the gradient still reaches the gates
-as if an input were active, so a node whose inputs are all off can switch one back on.
+The gating is defined once, in :func:`~optfusion_lab.fusion.gated.gate_inputs`: input j enters
+as ``g_j * x_j``, the operation's own formula (``fuse``) is applied to these gated inputs (which
+:class:`~optfusion_lab.fusion.gated.GatedInputs` computes without a gated copy of the inputs),
+and a node with no active input outputs zeros under every operation. Those zeros are a
+straight-through mask (:func:`~optfusion_lab.fusion.gates.straight_through_mask`): the gradient
+still reaches the gates as if an input were active, so a node whose inputs are all off can switch
+one back on.
 """
 
+import math
+import re
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from optfusion_lab.fusion.gated import GatedInputs, gate_inputs
 from optfusion_lab.fusion.gates import straight_through_mask
 from optfusion_lab.names import OPERATIONS  # noqa: F401 (re-exported)
 
@@ -26,50 +31,11 @@ from optfusion_lab.names import OPERATIONS  # noqa: F401 (re-exported)
 # everywhere). The registry below also holds "att-lite", a cheaper ATT a user may choose.
 
 
-def stack_inputs(inputs: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-    """A list of k tensors (B, d) or a tensor (k, B, d) -> tensor (k, B, d)."""
-    if isinstance(inputs, torch.Tensor):
-        return inputs
-    return torch.stack(list(inputs))  # (k, B, d)
-
-
-def gate_inputs(
-    inputs: torch.Tensor | Sequence[torch.Tensor],
-    gates: torch.Tensor,
-    num_inputs: int,
-    dim: int,
-    sources_fed: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Check shapes and gate the inputs once: (``g_j * x_j`` (k, B, d), gates, any-active flag).
-
-    ``sources_fed`` (k,) 0/1 (optional, a constant): an input whose source is not fed counts as
-    inactive, i.e. its gate is 0 in the forward pass. Like the any-active flag (1 if any input is
-    active, else 0) it is applied with :func:`straight_through_mask`, so neither ever blocks a
-    gradient: the gates and the inputs get theirs as if every source were fed. The returned gates
-    are the effective ones (forward ``g_j * fed_j``). A mixed node gates once and shares the
-    result among its operations.
-    """
-    x = stack_inputs(inputs)  # (k, B, d)
-    if x.dim() != 3 or x.shape[0] != num_inputs or x.shape[2] != dim:
-        raise ValueError(f"expected inputs of shape ({num_inputs}, B, {dim}), got {tuple(x.shape)}")
-    if gates.shape != (num_inputs,):
-        raise ValueError(f"expected gates of shape ({num_inputs},), got {tuple(gates.shape)}")
-    g = gates.to(x.dtype)  # (k,)
-    gated = x * g.view(-1, 1, 1)  # (k, B, d): g_j * x_j
-    if sources_fed is not None:
-        if sources_fed.shape != (num_inputs,):
-            raise ValueError(f"expected sources_fed of shape ({num_inputs},), "
-                             f"got {tuple(sources_fed.shape)}")
-        fed = sources_fed.to(x.dtype)  # (k,)
-        gated = straight_through_mask(gated, fed.view(-1, 1, 1))  # (k, B, d)
-        g = straight_through_mask(g, fed)  # (k,) effective gates
-    any_active = (g.detach() != 0).any().to(x.dtype)
-    return gated, g, any_active
-
-
 class FusionOp(nn.Module):
     """Base class: gate the inputs, apply ``fuse``, output zeros when no gate is active (with a
     straight-through backward, see the module docstring)."""
+
+    reads = "stack"  # what fuse() reads of the gated inputs: "sum", "product" or "stack"
 
     def __init__(self, num_inputs: int, dim: int):
         super().__init__()
@@ -82,19 +48,21 @@ class FusionOp(nn.Module):
         gates: torch.Tensor,
         sources_fed: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        gated, g, any_active = gate_inputs(inputs, gates, self.num_inputs, self.dim, sources_fed)
-        return straight_through_mask(self.fuse(gated, g), any_active)  # (B, d)
+        gated = gate_inputs(inputs, gates, self.num_inputs, self.dim, sources_fed, {self.reads})
+        return straight_through_mask(self.fuse(gated), gated.any_active)  # (B, d)
 
-    def fuse(self, gated: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-        """The operation on the gated inputs (k, B, d) -> (B, d)."""
+    def fuse(self, gated: GatedInputs) -> torch.Tensor:
+        """The operation on the gated inputs -> (B, d)."""
         raise NotImplementedError
 
 
 class AddFusion(FusionOp):
     """ADD: ``sum_j g_j x_j``. No parameters."""
 
-    def fuse(self, gated: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-        return gated.sum(dim=0)  # (B, d)
+    reads = "sum"
+
+    def fuse(self, gated: GatedInputs) -> torch.Tensor:
+        return gated.sum()  # (B, d)
 
 
 class ProdFusion(FusionOp):
@@ -104,9 +72,10 @@ class ProdFusion(FusionOp):
     inputs are off; the same semantics hold in search and in the derived model.
     """
 
-    def fuse(self, gated: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-        factors = gated + (1 - gates).view(-1, 1, 1)  # (k, B, d): g x + (1 - g)
-        return factors.prod(dim=0)  # (B, d)
+    reads = "product"
+
+    def fuse(self, gated: GatedInputs) -> torch.Tensor:
+        return gated.product()  # (B, d): prod_j (g_j x_j + 1 - g_j)
 
 
 class ConcatFusion(FusionOp):
@@ -116,10 +85,10 @@ class ConcatFusion(FusionOp):
         super().__init__(num_inputs, dim)
         self.linear = nn.Linear(num_inputs * dim, dim)
 
-    def fuse(self, gated: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-        k, batch, dim = gated.shape
+    def fuse(self, gated: GatedInputs) -> torch.Tensor:
+        k, batch, dim = gated.stack().shape
         # (k, B, d) -> (B, k, d) -> (B, k*d); input j occupies columns [j*d, (j+1)*d)
-        concat = gated.permute(1, 0, 2).reshape(batch, k * dim)
+        concat = gated.stack().transpose(0, 1).reshape(batch, k * dim)
         return self.linear(concat)  # (B, d)
 
 
@@ -127,8 +96,11 @@ class AttentionFusion(FusionOp):
     """ATT: ``sum_j a_j(g_j x_j) * g_j x_j`` with a per-input attention net
     ``a_j = softmax_d(W2_j relu(W1_j x + b1_j))`` (softmax over the d features).
 
-    Parameter cost: ``2 d^2 + d`` per input (W1 with bias, W2 without), i.e. about ``2 k d^2``
-    for the node, which dominates the supernet at large d (Criteo: d = 1560 gives ~4.9M per input).
+    The k nets are stored stacked, ``w1`` (k, h, d), ``b1`` (k, h), ``w2`` (k, d, h) (input j's
+    net is ``w1[j], b1[j], w2[j]``, in ``nn.Linear``'s layout and initialisation), so all inputs
+    go through one batched matmul per layer. Parameter cost: ``2 d^2 + d`` per input (W1 with
+    bias, W2 without), i.e. about ``2 k d^2`` for the node, which dominates the supernet at large
+    d (Criteo: d = 1560 gives ~4.9M per input).
     """
 
     hidden: int | None = None  # width of the attention nets' hidden layer; None means d
@@ -136,21 +108,47 @@ class AttentionFusion(FusionOp):
     def __init__(self, num_inputs: int, dim: int):
         super().__init__(num_inputs, dim)
         hidden = dim if self.hidden is None else min(self.hidden, dim)
-        self.attention = nn.ModuleList(
-            nn.Sequential(
-                nn.Linear(dim, hidden),
-                nn.ReLU(),
-                nn.Linear(hidden, dim, bias=False),
-                nn.Softmax(dim=-1),
-            )
-            for _ in range(num_inputs)
-        )
+        self.w1 = nn.Parameter(torch.empty(num_inputs, hidden, dim))  # (k, h, d)
+        self.b1 = nn.Parameter(torch.empty(num_inputs, hidden))  # (k, h)
+        self.w2 = nn.Parameter(torch.empty(num_inputs, dim, hidden))  # (k, d, h)
+        self.reset_parameters()
 
-    def fuse(self, gated: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros_like(gated[0])  # (B, d)
-        for x_j, a_j in zip(gated, self.attention, strict=True):  # loop over the k inputs
-            out = out + a_j(x_j) * x_j  # (B, d)
-        return out
+    def reset_parameters(self) -> None:
+        """``nn.Linear``'s initialisation, net by net in input order (the draws that k separate
+        ``Linear(d, h)``, ``Linear(h, d, bias=False)`` pairs would make)."""
+        bound = 1 / math.sqrt(self.dim)  # nn.Linear's bias bound: 1 / sqrt(fan_in)
+        for j in range(self.num_inputs):
+            nn.init.kaiming_uniform_(self.w1[j], a=math.sqrt(5))
+            nn.init.uniform_(self.b1[j], -bound, bound)
+            nn.init.kaiming_uniform_(self.w2[j], a=math.sqrt(5))
+
+    def fuse(self, gated: GatedInputs) -> torch.Tensor:
+        z = gated.stack()  # (k, B, d)
+        # (k, B, d) @ (k, d, h) + b1 -> (k, B, h), ReLU in place (baddbmm keeps its inputs only)
+        hidden = torch.relu_(torch.baddbmm(self.b1.unsqueeze(1), z, self.w1.transpose(1, 2)))
+        scores = torch.bmm(hidden, self.w2.transpose(1, 2))  # (k, B, h) @ (k, h, d) -> (k, B, d)
+        attention = torch.softmax(scores, dim=-1)  # (k, B, d): a_j, softmax over the d features
+        return (attention * z).sum(dim=0)  # (B, d)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        stack_attention_nets(state_dict, prefix)  # files written before the nets were stacked
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def stack_attention_nets(state: dict, prefix: str = "") -> dict:
+    """Rewrite, in place, the per-input attention nets of state dicts written before ATT stored
+    them stacked (``<op>.attention.<j>.0.weight``, ``.0.bias``, ``.2.weight``) as ``<op>.w1``,
+    ``<op>.b1``, ``<op>.w2``; ``prefix`` limits it to one operation's keys. Returns ``state``."""
+    layers = {"0.weight": "w1", "0.bias": "b1", "2.weight": "w2"}
+    found: dict[tuple[str, str], dict[int, torch.Tensor]] = {}
+    for key in [k for k in state if k.startswith(prefix)]:
+        match = re.fullmatch(r"(.*)attention\.(\d+)\.(0\.weight|0\.bias|2\.weight)", key)
+        if match:
+            head, index, layer = match.groups()
+            found.setdefault((head, layers[layer]), {})[int(index)] = state.pop(key)
+    for (head, name), nets in found.items():
+        state[head + name] = torch.stack([nets[j] for j in range(len(nets))])
+    return state
 
 
 class LowRankAttentionFusion(AttentionFusion):

@@ -46,6 +46,7 @@ from ..components import CINLayer, CrossLayerV1, CrossLayerV2, FeatureEmbedding
 from ..fusion import (
     OPERATIONS,
     MixedFusion,
+    stack_attention_nets,
     straight_through_gate,
     straight_through_mask,
     validate_operation,
@@ -313,9 +314,9 @@ class FusionNetwork(nn.Module):
             if node == "C0":
                 fused = gates[0] * e  # (B, d): C0's single input (E, always fed), no operation
             else:
-                stacked = torch.stack([h[s] for s in sources])  # (k, B, d)
                 weights = self._weights(node, all_weights if searching else None)  # (ops,)
-                fused = self.fusions[node](stacked, gates, weights, from_fed)  # (B, d)
+                inputs = [h[s] for s in sources]  # k tensors (B, d), gated by the fusion
+                fused = self.fusions[node](inputs, gates, weights, from_fed)  # (B, d)
             if node == "OUT":
                 return self.output(fused).squeeze(-1)  # (B,)
             # (B, d); zeros if not fed, but the backward pass goes on as if it were fed, so the
@@ -343,29 +344,25 @@ def supernet_state_for(derived: FusionNetwork, supernet_state: dict) -> dict:
     error.
     """
     graph = derived.graph
+    supernet_state = stack_attention_nets(dict(supernet_state))  # older files: per-input nets
     state = {}
     for key, target in derived.state_dict().items():
         if key == "soft_weights":  # comes from the genotype, not from the supernet
             state[key] = target
             continue
+        source = supernet_state.get(key)
+        if source is None:
+            raise ValueError(f"warm start: the supernet has no weights for {key}")
         parts = key.split(".")
-        source_key, source = key, None
-        if parts[0] == "fusions":
+        if parts[0] == "fusions":  # fusions.<node>.ops.<op>.<parameter>
             node, op = parts[1], parts[3]
             keep = [graph.candidates(node).index(s) for s in derived.inputs[node]]
-            if parts[4] == "attention":  # fusions.N.ops.<att>.attention.<j>...: live inputs
-                parts[5] = str(keep[int(parts[5])])
-                source_key = ".".join(parts)
+            if parts[4] in ("w1", "b1", "w2"):  # ATT's stacked nets (k, ...): live inputs
+                source = source[keep]
             elif op == "concat" and parts[-1] == "weight":  # (d, k*d) -> live input blocks
-                full = supernet_state.get(key)
-                if full is not None:
-                    d = full.shape[0]
-                    k = full.shape[1] // d
-                    source = full.view(d, k, d)[:, keep].reshape(d, len(keep) * d)
-        if source is None:
-            if source_key not in supernet_state:
-                raise ValueError(f"warm start: the supernet has no weights for {source_key}")
-            source = supernet_state[source_key]
+                d = source.shape[0]
+                k = source.shape[1] // d
+                source = source.view(d, k, d)[:, keep].reshape(d, len(keep) * d)
         if source.shape != target.shape:
             raise ValueError(
                 f"warm start: {key} has shape {tuple(source.shape)} in the supernet but "
