@@ -49,7 +49,7 @@ from optfusion_lab.fusion import OPERATIONS, MixedFusion, build_operation, strai
 from optfusion_lab.models.genotype import Genotype
 from optfusion_lab.models.supernet import FusionNetwork
 from optfusion_lab.models.teacher import TEACHER_GENOTYPE, score_genotype, teacher_split_auc
-from optfusion_lab.widgets import LiveMonitor
+from optfusion_lab.widgets import LiveMonitor, watch
 
 # %% tags=["parameters"]
 dataset = "teacher"  # teacher: KDD12 layout with a known fusion; or criteo, avazu, kdd12
@@ -194,6 +194,18 @@ searching = LiveMonitor(every=5).start(search_run, out / "search", data, superne
 run = searching.result()  # waits for the search; after Stop, the best state so far
 print("reused an earlier run" if run.reused else "searched", "->", run.directory)
 run.epochs
+
+# %% [markdown]
+# A search started elsewhere (the command line on a GPU machine, another kernel) writes
+# `epochs.csv` and `history.csv` into its folder after every epoch and `result.json` at the
+# end. `watch(folder)` follows such a folder with the same plots; here it reads the folder this
+# search wrote. In JupyterLab it keeps following in the background until the run ends; headless
+# it draws the folder's current state once. To set up a search with widgets instead of this
+# parameters cell, try `optfusion_lab.widgets.Playground()` in JupyterLab.
+
+# %%
+watcher = watch(run.directory)
+assert watcher.done  # result.json is there: the run has ended
 
 # %% [markdown]
 # ### How $\alpha$ moved
