@@ -19,6 +19,8 @@ teacher's operation at C1 and D2, the only two compared nodes whose operation th
 apart (``tests/test_identifiability.py``).
 
 ``--gate-sparsity`` turns on our optional price on active edges (not the paper's);
+``--sparsity-warmup N`` (no price in a phase's first N steps) and ``--sparsity-kind l2`` (price
+``X * alpha`` instead of ``X``) are variants of it measured here only, not library options;
 ``--teacher-rows`` / ``--teacher-scale`` search a freshly generated teacher file instead of the
 embedded one (same teacher model and seed; more rows, or a larger logit spread, i.e. a cleaner
 label signal), cached under ``benchmarks/_data/``.
@@ -42,6 +44,7 @@ seed and 200 chance draws.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -50,6 +53,7 @@ import numpy as np
 import torch
 from benchmark_support import environment, load
 
+from optfusion_lab import fusion_search
 from optfusion_lab.data import PrepareConfig, prepare
 from optfusion_lab.data.dataset import PreparedData
 from optfusion_lab.data.synthetic import write
@@ -112,6 +116,38 @@ def operations_table(genotype) -> dict[str, str]:
             for n in genotype.graph.fusion_nodes if n in both}
 
 
+def sparsity_variant(warmup: int, kind: str):
+    """Install a variant of the gate-sparsity price in the search (this script only; measured,
+    not offered by the library): no price for the first ``warmup`` steps of a phase (the weights
+    learn first), and ``kind`` "l2" prices an active edge ``X * alpha`` (a pull towards 0 that an
+    edge with real loss gradient resists) instead of the library's flat ``X``."""
+    if warmup == 0 and kind == "l1":
+        return
+
+    @contextlib.contextmanager
+    def hook(net, strength):
+        alpha = getattr(net, "alpha", None)
+        if strength == 0 or alpha is None:
+            yield
+            return
+        steps = [0]
+
+        def price(grad):
+            steps[0] += 1
+            if steps[0] <= warmup:
+                return grad
+            size = alpha.detach() if kind == "l2" else 1.0
+            return grad + strength * size * (alpha.detach() > 0)
+
+        handle = alpha.register_hook(price)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    fusion_search.gate_sparsity_hook = hook
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -125,6 +161,10 @@ def main() -> None:
     p.add_argument("--beta-init", choices=BETA_INITS, default="xavier")
     p.add_argument("--embed-init-std", type=float, default=0.01)
     p.add_argument("--gate-sparsity", type=float, default=0.0)
+    p.add_argument("--sparsity-warmup", type=int, default=0,
+                   help="steps of each search phase before the gate-sparsity price starts")
+    p.add_argument("--sparsity-kind", choices=("l1", "l2"), default="l1",
+                   help="l1: X per active edge (the library's); l2: X * alpha per active edge")
     p.add_argument("--teacher-rows", type=int, help="generate a teacher file of this many rows")
     p.add_argument("--teacher-scale", type=float, default=TEACHER_SCALE,
                    help=f"spread of the teacher's standardised logit (default {TEACHER_SCALE})")
@@ -136,6 +176,7 @@ def main() -> None:
     if args.quick:
         args.seeds, args.chance = args.seeds[:1], min(args.chance, 200)
     torch.set_num_threads(args.threads)
+    sparsity_variant(args.sparsity_warmup, args.sparsity_kind)
     data = teacher_data(args.teacher_rows, args.teacher_scale)
     print(f"load average before: {load()}")
     rows, found = [], []
