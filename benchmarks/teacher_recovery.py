@@ -66,8 +66,8 @@ from optfusion_lab.models.teacher import (
     TEACHER_SCALE,
     generate_teacher,
     mean_against_chance,
+    one_operation_agreement,
     score_against_chance,
-    score_genotype,
 )
 from optfusion_lab.names import BETA_INITS
 from optfusion_lab.train import TrainConfig
@@ -96,16 +96,6 @@ def teacher_data(rows: int | None, scale: float) -> PreparedData:
     if not (out / "meta.json").is_file():
         prepare(raw, out, PrepareConfig("kdd12"))
     return PreparedData.open(out)
-
-
-def constant_add_agreement(genotype) -> float:
-    """Operation agreement of ``genotype``'s edges with every node ADD (a guess, no search)."""
-    beta = [[1.0 if op == "add" else 0.0 for op in genotype.operations]
-            for _ in genotype.graph.fusion_nodes]
-    sizes = ("num_fields", "embed_dim", "num_layers", "shallow", "operations")
-    guess = type(genotype).from_arch(**{k: getattr(genotype, k) for k in sizes},
-                                     alpha=list(genotype.alpha), beta=beta)
-    return score_genotype(guess).operation_agreement
 
 
 def operations_table(genotype) -> dict[str, str]:
@@ -203,7 +193,7 @@ def main() -> None:
             row["live_edges"] = len(genotype.live_edges())
             row["edges"] = [f"{src}->{dst}" for src, dst in genotype.edges]
             row["operations"] = operations_table(genotype)
-            row["constant_add_operations"] = round(constant_add_agreement(genotype), 4)
+            row["constant_add_operations"] = round(one_operation_agreement(genotype), 4)
             row["score"] = score_against_chance(genotype, count=args.chance, seed=seed)
         rows.append(row)
         print(json.dumps(row), flush=True)

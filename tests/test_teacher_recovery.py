@@ -26,8 +26,8 @@ from optfusion_lab.models.teacher import (
     compared_nodes,
     generate_teacher,
     mean_against_chance,
+    one_operation_agreement,
     random_operations,
-    score_genotype,
 )
 from optfusion_lab.train import TrainConfig
 
@@ -64,16 +64,6 @@ def clean_found(tmp_path_factory):
     return searched_genotypes(PreparedData.open(folder / "data"))
 
 
-def every_node_add(genotype) -> float:
-    """Operation agreement of ``genotype``'s edges with ADD at every node (a guess)."""
-    beta = [[1.0 if op == "add" else 0.0 for op in genotype.operations]
-            for _ in genotype.graph.fusion_nodes]
-    sizes = ("num_fields", "embed_dim", "num_layers", "shallow", "operations")
-    guess = type(genotype).from_arch(**{k: getattr(genotype, k) for k in sizes},
-                                     alpha=list(genotype.alpha), beta=beta)
-    return score_genotype(guess).operation_agreement
-
-
 def test_operation_chance_is_drawn_on_the_found_edges():
     """Operation agreement's chance keeps the genotype's edges (so the same nodes are compared)
     and draws each node's operation uniformly: a mean near 1/4, whatever the edges."""
@@ -107,4 +97,14 @@ def test_with_a_clean_signal_the_identifiable_operations_are_found(clean_found):
     assert len(picks) >= 4 and hits > np.percentile(draws.sum(axis=1), 95), picks
     score = mean_against_chance(clean_found, count=CHANCE)["operation_agreement"]
     assert score["found"] > score["chance_p95"], score
-    assert score["found"] > np.mean([every_node_add(g) for g in clean_found])
+    assert score["found"] > np.mean([one_operation_agreement(g) for g in clean_found])
+
+
+def test_one_operation_guesses_share_out_the_teachers_nodes():
+    """On the teacher's own edges every compared node has exactly one operation, so the guesses
+    'every node uses op' over all operations add up to one, and the teacher's PROD at C1 makes
+    the PROD guess score above zero."""
+    guesses = {op: one_operation_agreement(TEACHER_GENOTYPE, op)
+               for op in TEACHER_GENOTYPE.operations}
+    assert np.isclose(sum(guesses.values()), 1.0)
+    assert guesses["prod"] > 0

@@ -218,6 +218,18 @@ def random_operations(like: Genotype, count: int, seed: int = 0) -> list[Genotyp
     return genotypes
 
 
+def one_operation_agreement(found: Genotype, operation: str = "add",
+                            truth: Genotype = TEACHER_GENOTYPE) -> float:
+    """Operation agreement of ``found``'s edges with ``operation`` at every node: a guess made
+    without a search, the bar a searched operation choice should clear."""
+    beta = [[1.0 if op == operation else 0.0 for op in found.operations]
+            for _ in found.graph.fusion_nodes]
+    sizes = {k: getattr(found, k) for k in ("num_fields", "embed_dim", "num_layers", "shallow")}
+    guess = Genotype.from_arch(**sizes, operations=found.operations, alpha=list(found.alpha),
+                               beta=beta)
+    return score_genotype(guess, truth).operation_agreement
+
+
 def chance_distribution(
     found: Genotype, truth: Genotype = TEACHER_GENOTYPE, count: int = 1000, seed: int = 0
 ) -> dict[str, np.ndarray]:
