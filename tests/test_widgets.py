@@ -240,3 +240,17 @@ def test_the_panel_shows_each_figure_as_a_plotly_bundle_with_the_latest_points()
     # plain lists: every plotly renderer reads them
     assert view.outputs["alpha"].outputs[0]["data"][PLOTLY_MIME]["data"][0]["x"] == [1, 2, 3]
     assert view.box.children[1:] == tuple(view.outputs.values())  # one widget: the whole panel
+
+
+def test_a_loss_sample_is_kept_once_at_the_step_it_was_read():
+    """The loop reads the loss every log_every steps; the monitor, reading every step, keeps each
+    sample once, at its own step (no staircase of stale values)."""
+    net = small_supernet()
+    monitor = LiveMonitor(every=1, live=False)
+    for step in range(1, 9):
+        loss_step = step - (step - 1) % 4  # sampled at steps 1 and 5 (log_every 4)
+        monitor.on_step(TrainState(net, epoch=1, step=step, steps_per_epoch=10,
+                                   loss=1.0 / loss_step, loss_step=loss_step))
+    steps, losses = monitor.losses.arrays(100)
+    assert list(steps) == [1, 5]
+    assert np.allclose(losses[:, 0], [1.0, 0.2])

@@ -216,6 +216,7 @@ class LiveMonitor(Callback):
         self.phase: str | None = None
         self.seed: int | None = None
         self.loss: float | None = None
+        self._loss_sample: tuple | None = None  # (seed, phase, loss_step) of the last loss kept
         self.valid_auc: float | None = None
         self.best: tuple[float, int] | None = None  # (valid AUC, epoch) of the current fit
         self._model = None
@@ -250,8 +251,11 @@ class LiveMonitor(Callback):
         self._follow(state)
         if state.step % self.every == 0:
             self.add_architecture(self.step, *architecture_of(state.model))
-            if state.loss is not None:
-                self.losses.append(self.step, [state.loss])
+            read_at = state.step if state.loss_step is None else state.loss_step
+            sample = (state.seed, state.phase, read_at)
+            if state.loss is not None and sample != self._loss_sample:  # a new sample only
+                self._loss_sample = sample
+                self.losses.append(self.step - (state.step - read_at), [state.loss])
                 self.loss = state.loss
         self.maybe_draw()
 
