@@ -294,7 +294,7 @@ if teacher:
     fig.show()
 
 # %% [markdown]
-# The two fusion graphs side by side; what differs (edges live in one only, nodes with another
+# The two fusion graphs one under the other; what differs (edges live in one only, nodes with another
 # operation) is drawn in red.
 
 # %%

@@ -1,4 +1,4 @@
-"""The fusion graph as a diagram, alone or side by side, as plotly figures.
+"""The fusion graph as a diagram, alone or compared, as plotly figures.
 
 Nodes are laid out by depth: ``E`` on the left, ``C0``, then one column per layer (shallow block
 ``Ci`` above, deep block ``Di`` below), ``OUT`` on the right. Every candidate edge is drawn as a
@@ -143,8 +143,9 @@ def _draw(
     different_edges: frozenset = frozenset(),
     different_nodes: frozenset = frozenset(),
     legend: bool = True,
+    row: int = 1,
 ) -> None:
-    """Add the traces of one diagram to column ``col`` of ``fig``."""
+    """Add the traces of one diagram to the subplot (``row``, ``col``) of ``fig``."""
     pos = positions(state.num_layers)
     shown_status: set[str] = set()
     for edge in state.graph.edges:
@@ -175,7 +176,7 @@ def _draw(
                 meta=dict(kind="edge", edge=f"{edge[0]}->{edge[1]}", status=status,
                           differs=differs),
             ),
-            row=1, col=col,
+            row=row, col=col,
         )  # fmt: skip
 
     nodes = state.graph.nodes
@@ -200,7 +201,7 @@ def _draw(
             meta=dict(kind="nodes", nodes=list(nodes),
                       dead=[n for n in nodes if state.node_status(n) != "live"]),
         ),
-        row=1, col=col,
+        row=row, col=col,
     )  # fmt: skip
 
     # Labels (block and chosen operation) and weight bars sit outside the rows.
@@ -235,13 +236,13 @@ def _draw(
     fig.add_trace(
         go.Scatter(x=label_x, y=label_y, mode="text", text=label_text, showlegend=False,
                    hoverinfo="skip", textfont=dict(size=11), meta=dict(kind="labels")),
-        row=1, col=col,
+        row=row, col=col,
     )  # fmt: skip
     fig.add_trace(
         go.Bar(x=track["x"], y=[BAR_HEIGHT] * len(track["x"]), base=track["base"],
                width=BAR_WIDTH, showlegend=False, hoverinfo="skip",
                marker=dict(color="#efefef", line=dict(width=0)), meta=dict(kind="weight-track")),
-        row=1, col=col,
+        row=row, col=col,
     )  # fmt: skip
     for k, (op, bar) in enumerate(bars.items()):
         fig.add_trace(
@@ -249,15 +250,15 @@ def _draw(
                    legendgroup=f"op-{op}", showlegend=legend, hovertext=bar["text"],
                    hoverinfo="text", marker=dict(color=operation_colour(op, k)),
                    meta=dict(kind="weights", operation=op)),
-            row=1, col=col,
+            row=row, col=col,
         )  # fmt: skip
     L = state.num_layers
     fig.update_xaxes(
         range=[-0.6, L + 2.6], tickvals=list(range(L + 3)),
         ticktext=["input", "layer 0", *(f"layer {i}" for i in range(1, L + 1)), "output"],
-        showgrid=False, zeroline=False, fixedrange=False, row=1, col=col,
+        showgrid=False, zeroline=False, fixedrange=False, row=row, col=col,
     )  # fmt: skip
-    fig.update_yaxes(range=list(Y_RANGE), visible=False, row=1, col=col)
+    fig.update_yaxes(range=list(Y_RANGE), visible=False, row=row, col=col)
 
 
 def _node_hover(state: FusionState, node: str, status: str, differs: bool) -> str:
@@ -347,7 +348,7 @@ def differences(states: Sequence[FusionState]) -> tuple[frozenset[Edge], frozens
 
 def compare_diagrams(sources: Sequence, names: Sequence[str] | None = None, *,
                      title: str | None = None, show_pruned: bool = False) -> go.Figure:  # fmt: skip
-    """Two or more fusion graphs side by side, their differences in red (see :func:`differences`).
+    """Two or more fusion graphs one under another, their differences in red (see :func:`differences`).
 
     ``sources`` are anything :func:`fusion_diagram` takes (genotypes of several datasets, seeds
     or algorithms; a hand-made design's name beside a found genotype). They must share the number
@@ -370,18 +371,19 @@ def compare_diagrams(sources: Sequence, names: Sequence[str] | None = None, *,
                          f"{sorted(layers)}")  # fmt: skip
     edges, nodes = differences(states)
     amax = _alpha_max(states)
-    fig = make_subplots(rows=1, cols=len(states), horizontal_spacing=0.03,
+    # One under another at a single diagram's width, so that each fits a notebook's page.
+    fig = make_subplots(rows=len(states), cols=1, vertical_spacing=0.2 / len(states),
                         subplot_titles=[f"<b>{s.name}</b><br><sup>{_summary(s)}</sup>"
                                         for s in states])  # fmt: skip
-    for col, state in enumerate(states, start=1):
-        _draw(fig, state, col, amax, show_pruned, edges, nodes, legend=col == 1)
+    for row, state in enumerate(states, start=1):
+        _draw(fig, state, 1, amax, show_pruned, edges, nodes, legend=row == 1, row=row)
     if any(s.alpha is not None for s in states):
         fig.add_trace(_alpha_scale_trace(amax))
     diff = f"{len(edges)} edge(s) and {len(nodes)} operation(s) differ (red)"
-    heading = title or "Fusion graphs side by side"
+    heading = title or "Fusion graphs compared"
     L = states[0].num_layers
     fig.update_layout(**base_layout(f"{heading}<br><sup>{diff}</sup>"), barmode="overlay",
-                      width=200 * (L + 3) * len(states) + 120, height=680,
+                      width=200 * (L + 3) + 120, height=560 * len(states) + 120,
                       legend=LEGEND,
                       margin=dict(t=120, l=20, r=20, b=40))  # fmt: skip
     fig.update_annotations(yshift=8)

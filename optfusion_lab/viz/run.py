@@ -124,7 +124,7 @@ class RunView:
         return compare_diagrams([found, design], [found.name, design], title=title)
 
     def compare_seeds(self) -> go.Figure:
-        """The found architectures of every seed side by side (a multi-seed search)."""
+        """The found architectures of every seed one under another (a multi-seed search)."""
         if len(self.seeds) < 2:
             raise ValueError(f"{self.directory}: fewer than two seeds to compare")
         states = [self.state(s) for s in self.seeds]
