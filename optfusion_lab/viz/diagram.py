@@ -348,7 +348,7 @@ def differences(states: Sequence[FusionState]) -> tuple[frozenset[Edge], frozens
 
 def compare_diagrams(sources: Sequence, names: Sequence[str] | None = None, *,
                      title: str | None = None, show_pruned: bool = False) -> go.Figure:  # fmt: skip
-    """Two or more fusion graphs one under another, their differences in red (see :func:`differences`).
+    """Two or more fusion graphs one under another, differences in red (:func:`differences`).
 
     ``sources`` are anything :func:`fusion_diagram` takes (genotypes of several datasets, seeds
     or algorithms; a hand-made design's name beside a found genotype). They must share the number
