@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -242,6 +243,19 @@ def searched_genotype(seed=0) -> Genotype:
     net = supernet(seed)
     set_arch(net, random_alpha(net, seed))
     return net.genotype()
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_live_masks_agree_with_live_edges_on_random_edge_sets(layers):
+    """The vectorised liveness (used to draw chance wirings) gives live_edges' answer."""
+    graph = FusionGraph(layers)
+    rng = np.random.default_rng(layers)
+    active = rng.random((2000, len(graph.edges))) < rng.random((2000, 1))
+    masks = graph.live_masks(active)
+    for row, mask in zip(active, masks, strict=True):
+        expected = set(graph.live_edges(e for e, on in zip(graph.edges, row, strict=True) if on))
+        assert {e for e, on in zip(graph.edges, mask, strict=True) if on} == expected
+    assert masks.any() and not masks.all()
 
 
 def test_genotype_round_trips_through_json(tmp_path):

@@ -28,6 +28,7 @@ from optfusion_lab.models.teacher import (
     mean_against_chance,
     one_operation_agreement,
     random_operations,
+    random_wirings,
 )
 from optfusion_lab.train import TrainConfig
 
@@ -72,7 +73,25 @@ def test_operation_chance_is_drawn_on_the_found_edges():
     chance = chance_distribution(TEACHER_GENOTYPE, count=400, seed=0)
     assert all(len(values) == 400 for values in chance.values())
     assert 0.18 < chance["operation_agreement"].mean() < 0.32
-    assert chance["edge_recall"].mean() < 0.3  # random edges rarely find the teacher's
+    # Edge chance: wirings with as many live edges as the genotype (8), so precision and
+    # recall are both (teacher edges drawn) / 8; random wirings rarely find the teacher's.
+    np.testing.assert_array_equal(chance["edge_precision"], chance["edge_recall"])
+    assert chance["edge_recall"].mean() < 0.5
+
+
+def test_edge_chance_draws_wirings_whose_edges_are_all_live():
+    """Chance for the edge metrics has exactly as many live edges as the found genotype, every
+    drawn edge live, spread over many wirings; drawing active edges anywhere instead leaves most
+    of them dead (the bias this removes)."""
+    graph = TEACHER_GENOTYPE.graph
+    rng = np.random.default_rng(0)
+    wirings = random_wirings(graph, 8, 500, rng)
+    assert wirings.shape == (500, len(graph.edges)) and (wirings.sum(axis=1) == 8).all()
+    np.testing.assert_array_equal(graph.live_masks(wirings), wirings)
+    assert len({w.tobytes() for w in wirings}) > 450
+    anywhere = np.zeros_like(wirings)
+    np.put_along_axis(anywhere, rng.random(wirings.shape).argsort(axis=1)[:, :8], True, axis=1)
+    assert graph.live_masks(anywhere).sum(axis=1).mean() < 4
 
 
 @pytest.mark.slow

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
+
 from ..fusion import validate_operation
 from ..io import write_text
 from ..names import SHALLOW_BLOCKS
@@ -91,6 +93,28 @@ class FusionGraph:
         if "OUT" not in alive:
             return ()
         return tuple(e for e in self.edges if e in active and e[0] in alive and e[1] in alive)
+
+    def live_masks(self, active: np.ndarray) -> np.ndarray:
+        """:meth:`live_edges` for many edge sets at once: ``active`` is a boolean (N, edges)
+        array, one row per set in :attr:`edges` order; returns which of them are live."""
+        active = np.asarray(active, dtype=bool)
+        index = {node: i for i, node in enumerate(self.nodes)}
+        src = np.array([index[s] for s, _ in self.edges])
+        dst = np.array([index[d] for _, d in self.edges])
+        fed = np.zeros((len(active), len(self.nodes)), dtype=bool)
+        fed[:, 0] = True
+        for node in range(1, len(self.nodes)):
+            into = np.flatnonzero(dst == node)
+            fed[:, node] = (active[:, into] & fed[:, src[into]]).any(axis=1)
+        useful = np.zeros_like(fed)
+        useful[:, -1] = True
+        for node in range(len(self.nodes) - 2, -1, -1):
+            out = np.flatnonzero(src == node)
+            useful[:, node] = (active[:, out] & useful[:, dst[out]]).any(axis=1)
+        alive = fed & useful
+        live = active & alive[:, src] & alive[:, dst]
+        live[~alive[:, -1]] = False
+        return live
 
     def edge_slice(self, node: str) -> slice:
         """Where the edges into ``node`` sit in :attr:`edges` (and in alpha)."""
