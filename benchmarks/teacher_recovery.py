@@ -64,10 +64,13 @@ from optfusion_lab.models.supernet import SupernetConfig
 from optfusion_lab.models.teacher import (
     TEACHER_GENOTYPE,
     TEACHER_SCALE,
+    TEACHER_SIGNALS,
     generate_teacher,
     mean_against_chance,
     one_operation_agreement,
+    per_field_auc,
     score_against_chance,
+    teacher_split_auc,
 )
 from optfusion_lab.names import BETA_INITS
 from optfusion_lab.train import TrainConfig
@@ -81,21 +84,31 @@ METRICS = ("edge_agreement", "edge_precision", "edge_recall", "operation_agreeme
 IDENTIFIABLE = ("C1", "D2")
 
 
-def teacher_data(rows: int | None, scale: float) -> PreparedData:
-    """The embedded teacher sample (``rows`` None and the default scale) or a generated one,
-    prepared once and cached."""
+def teacher_data(rows: int | None, scale: float, signal: str = "full") -> PreparedData:
+    """The embedded teacher sample (``rows`` None, the default scale and signal) or a generated
+    one, prepared once and cached."""
     name, sample_rows, seed = TEACHER_SAMPLE
-    if rows is None and scale == TEACHER_SCALE:
+    if rows is None and scale == TEACHER_SCALE and signal == "full":
         raw, out = REPO / "data_samples" / name, CACHE / "teacher_prepared"
     else:
         rows = sample_rows if rows is None else rows
-        tag = f"teacher_{rows}rows_scale{scale:g}"
+        tag = f"teacher_{rows}rows_scale{scale:g}" + ("" if signal == "full" else f"_{signal}")
         raw, out = CACHE / f"{tag}.tsv", CACHE / f"{tag}_prepared"
         if not raw.is_file():
-            write(generate_teacher(rows, seed, scale), raw)
+            write(generate_teacher(rows, seed, scale, signal), raw)
     if not (out / "meta.json").is_file():
         prepare(raw, out, PrepareConfig("kdd12"))
     return PreparedData.open(out)
+
+
+def reference_aucs(data: PreparedData, rows: int | None, scale: float, signal: str) -> dict:
+    """Valid AUC of the teacher itself (the ceiling) and of a per-field logistic regression
+    (what a student that learns no interaction reaches)."""
+    _, sample_rows, seed = TEACHER_SAMPLE
+    rows = sample_rows if rows is None else rows
+    return {"teacher": round(teacher_split_auc(data.meta, data.arrays("valid"), rows, seed,
+                                               "valid", scale, signal), 4),
+            "per_field": round(per_field_auc(data, "valid"), 4)}
 
 
 def operations_table(genotype) -> dict[str, str]:
@@ -158,6 +171,8 @@ def main() -> None:
     p.add_argument("--teacher-rows", type=int, help="generate a teacher file of this many rows")
     p.add_argument("--teacher-scale", type=float, default=TEACHER_SCALE,
                    help=f"spread of the teacher's standardised logit (default {TEACHER_SCALE})")
+    p.add_argument("--teacher-signal", choices=TEACHER_SIGNALS, default="full",
+                   help="interactions: the teacher's output less its best per-field fit")
     p.add_argument("--chance", type=int, default=1000, help="chance draws per search")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="one seed, 200 chance draws")
@@ -167,7 +182,10 @@ def main() -> None:
         args.seeds, args.chance = args.seeds[:1], min(args.chance, 200)
     torch.set_num_threads(args.threads)
     sparsity_variant(args.sparsity_warmup, args.sparsity_kind)
-    data = teacher_data(args.teacher_rows, args.teacher_scale)
+    data = teacher_data(args.teacher_rows, args.teacher_scale, args.teacher_signal)
+    references = reference_aucs(data, args.teacher_rows, args.teacher_scale, args.teacher_signal)
+    print(f"valid AUC of the teacher {references['teacher']}, of a per-field logistic "
+          f"regression {references['per_field']}")
     print(f"load average before: {load()}")
     rows, found = [], []
     for seed in args.seeds:
@@ -232,6 +250,7 @@ def main() -> None:
         write_json(args.json, {"benchmark": "teacher_recovery",
                                "machine": environment("torch", load=load()),
                                "records": records, "settings": settings, "mean": summary,
+                               "reference_valid_auc": references,
                                "runs": rows})
 
 

@@ -156,7 +156,7 @@ def test_derived_model_reaches_the_dnn_baseline_on_teacher_data(teacher, searche
     _, rows, seed = TEACHER_SAMPLE
     ceiling = teacher_split_auc(teacher.meta, teacher.arrays("test"), rows, seed)
     assert derived["test_auc"]["mean"] < ceiling
-    with pytest.raises(ValueError, match="not generated with this rows/seed"):
+    with pytest.raises(ValueError, match="not generated with these parameters"):
         teacher_split_auc(teacher.meta, teacher.arrays("test"), rows, seed + 1)
 
 

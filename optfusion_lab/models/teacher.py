@@ -94,22 +94,58 @@ def _raw_teacher_output(net: FusionNetwork, latent: np.ndarray) -> np.ndarray:
         return net(torch.from_numpy(latent + offsets)).double().numpy()
 
 
-def teacher_logits(latent: np.ndarray, seed: int, scale: float = TEACHER_SCALE) -> np.ndarray:
+TEACHER_SIGNALS = ("full", "interactions")
+
+
+def _one_hot(latent: np.ndarray) -> np.ndarray:
+    """Per-field one-hot columns of latent rows (n, 11) plus a constant column."""
+    offsets = np.concatenate([[0], np.cumsum(TEACHER_VOCAB)[:-1]])
+    design = np.zeros((len(latent), sum(TEACHER_VOCAB) + 1))
+    design[np.arange(len(latent))[:, None], latent + offsets] = 1.0
+    design[:, -1] = 1.0
+    return design
+
+
+def additive_part(values: np.ndarray, latent: np.ndarray) -> np.ndarray:
+    """Least-squares coefficients of the best *additive* approximation of ``values`` (a sum of
+    one function per field, plus a constant) on rows ``latent``: apply with
+    ``_one_hot(rows) @ coefficients``."""
+    return np.linalg.lstsq(_one_hot(latent), values, rcond=None)[0]
+
+
+def teacher_logits(latent: np.ndarray, seed: int, scale: float = TEACHER_SCALE,
+                   signal: str = "full") -> np.ndarray:
     """True logits of rows given as latent indices (n, 11); ``scale`` is the spread of the
-    standardised logit (a larger one gives a stronger, less noisy label signal)."""
+    standardised logit (a larger one gives a stronger, less noisy label signal).
+
+    ``signal`` "full" is the teacher network's output. "interactions" is that output less its
+    best additive approximation (one function per field, fitted by least squares on a 50,000-row
+    reference sample): about a quarter of the full output's variance, the part that only
+    interactions between fields can predict. A model of one term per field (logistic regression
+    on the fields, or OUT fed by E alone) then predicts nothing (AUC 0.5), so a student has to
+    learn the teacher's interactions to score at all."""
+    if signal not in TEACHER_SIGNALS:
+        raise ValueError(f"signal must be one of {TEACHER_SIGNALS}, got {signal!r}")
     net = teacher_network(seed)
     reference_rows = draw_teacher_inputs(np.random.default_rng([seed, 2]), 4096)
+    raw = _raw_teacher_output(net, latent)
     reference = _raw_teacher_output(net, reference_rows)
-    z = (_raw_teacher_output(net, latent) - reference.mean()) / reference.std()
+    if signal == "interactions":
+        fit_rows = draw_teacher_inputs(np.random.default_rng([seed, 3]), 50_000)
+        coefficients = additive_part(_raw_teacher_output(net, fit_rows), fit_rows)
+        raw = raw - _one_hot(latent) @ coefficients
+        reference = reference - _one_hot(reference_rows) @ coefficients
+    z = (raw - reference.mean()) / reference.std()
     return scale * z + TEACHER_BIAS
 
 
-def generate_teacher(rows: int, seed: int = 0, scale: float = TEACHER_SCALE) -> SyntheticData:
-    """``rows`` rows in the KDD12 raw layout with labels drawn from the teacher (``scale``: see
-    :func:`teacher_logits`; the embedded sample uses the default)."""
+def generate_teacher(rows: int, seed: int = 0, scale: float = TEACHER_SCALE,
+                     signal: str = "full") -> SyntheticData:
+    """``rows`` rows in the KDD12 raw layout with labels drawn from the teacher (``scale`` and
+    ``signal``: see :func:`teacher_logits`; the embedded sample uses the defaults)."""
     rng = np.random.default_rng([seed, 1])
     latent = draw_teacher_inputs(rng, rows)
-    logits = teacher_logits(latent, seed, scale)
+    logits = teacher_logits(latent, seed, scale, signal)
     labels = (rng.random(rows) < 1.0 / (1.0 + np.exp(-logits))).astype(np.uint8)
     latent_by_name = {name: latent[:, j] for j, name in enumerate(TEACHER_FIELDS)}
     table = teacher_table(latent, labels)
@@ -154,24 +190,41 @@ def score_genotype(found: Genotype, truth: Genotype = TEACHER_GENOTYPE) -> Genot
     return GenotypeScore(*scores, same / len(both))
 
 
-def teacher_split_auc(data_meta: dict, split_arrays, rows: int, seed: int, split: str = "test"):
+def teacher_split_auc(data_meta: dict, split_arrays, rows: int, seed: int, split: str = "test",
+                      scale: float = TEACHER_SCALE, signal: str = "full"):
     """The teacher's own AUC on one split of its prepared file: the ceiling for a student.
 
     ``data_meta`` and ``split_arrays`` (features, labels) come from the prepared teacher file
-    (``PreparedData.meta`` and ``.arrays(split)``); ``rows`` and ``seed`` are the ones the file
-    was generated with. The labels are checked against the regenerated ones, so a mismatch
-    between file and parameters is an error, not a wrong number.
+    (``PreparedData.meta`` and ``.arrays(split)``); ``rows``, ``seed``, ``scale`` and ``signal``
+    are the ones the file was generated with. The labels are checked against the regenerated
+    ones, so a mismatch between file and parameters is an error, not a wrong number.
     """
     from sklearn.metrics import roc_auc_score
 
     from ..data.prepare import SPLITS, split_assignment
 
-    data = generate_teacher(rows, seed)
+    data = generate_teacher(rows, seed, scale, signal)
     in_split = split_assignment(rows, data_meta["seed"]) == SPLITS.index(split)
     labels = np.asarray(split_arrays[1])
     if not np.array_equal(data.labels[in_split].astype(np.float32), labels):
-        raise ValueError("these prepared rows were not generated with this rows/seed")
+        raise ValueError("these prepared rows were not generated with these parameters")
     return float(roc_auc_score(labels, data.logits[in_split]))
+
+
+def per_field_auc(prepared, split: str = "test") -> float:
+    """AUC on ``split`` of the best model with one term per field: a logistic regression on the
+    one-hot fields of ``prepared`` (a :class:`PreparedData`), fitted on its train split. What a
+    model that learns no interaction between fields can reach; a student scoring no higher has
+    learned nothing a search could attribute to its fusion."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import OneHotEncoder
+
+    x_train, y_train = prepared.arrays("train")
+    x, y = prepared.arrays(split)
+    encoder = OneHotEncoder(handle_unknown="ignore").fit(x_train)
+    model = LogisticRegression(max_iter=1000).fit(encoder.transform(x_train), y_train)
+    return float(roc_auc_score(y, model.decision_function(encoder.transform(x))))
 
 
 def random_wirings(graph: FusionGraph, size: int, count: int,
