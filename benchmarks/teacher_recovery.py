@@ -77,7 +77,8 @@ from optfusion_lab.train import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / "benchmarks" / "_data"
-METRICS = ("edge_agreement", "edge_precision", "edge_recall", "operation_agreement")
+METRICS = ("edge_agreement", "edge_precision", "edge_recall", "edge_recall_renamed",
+           "operation_agreement")
 # The teacher's nodes whose operation the loss can tell apart (tests/test_identifiability.py):
 # D1 has one input (ADD = PROD there, CONCAT a linear map its block absorbs) and OUT's output
 # layer is linear (CONCAT can compute ADD), so only these carry evidence.

@@ -20,7 +20,12 @@ from torch import nn
 
 from optfusion_lab.fusion_search import gate_sparsity_hook
 from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig
-from optfusion_lab.models.teacher import TEACHER_GENOTYPE, random_genotypes, score_against_chance
+from optfusion_lab.models.teacher import (
+    TEACHER_GENOTYPE,
+    random_genotypes,
+    score_against_chance,
+    score_genotype,
+)
 
 EXTRA = (("E", "D2"), ("C0", "D2"), ("E", "D3"), ("D3", "OUT"))  # ignored by the weights below
 
@@ -143,3 +148,48 @@ def test_which_of_the_teachers_operations_the_loss_can_tell_apart():
     other = FusionNetwork.from_genotype(with_operations(truth, C1="add"), 60, truth.num_fields)
     other.load_state_dict(teacher.state_dict())
     assert (other(x) - expected).abs().max() > 1e-2
+
+
+def renamed_teacher():
+    """The teacher's wiring with C1 renamed C2 and D2 renamed D3 (the same kinds of block)."""
+    truth = TEACHER_GENOTYPE
+    name = {"C1": "C2", "D2": "D3"}
+    edges = {(name.get(s, s), name.get(d, d)) for s, d in truth.edges}
+    operations = {c.node: c.operation for c in truth.nodes}
+    for src, dst in name.items():
+        operations[dst], operations[src] = operations[src], "add"
+    alpha = [1.0 if e in edges else -1.0 for e in truth.graph.edges]
+    beta = [[4.0 if op == operations.get(node, "add") else 0.0 for op in truth.operations]
+            for node in truth.graph.fusion_nodes]
+    sizes = ("num_fields", "embed_dim", "num_layers", "shallow", "operations")
+    return type(truth).from_arch(**{k: getattr(truth, k) for k in sizes}, alpha=alpha,
+                                 beta=beta), name
+
+
+def test_a_renamed_wiring_computes_the_same_function_so_edges_are_scored_up_to_renaming():
+    """Blocks of one kind are the same module, so the teacher with C1 -> C2 and D2 -> D3 (its
+    weights moved along, D3's CONCAT columns reordered: its inputs are D1, C2 in graph order,
+    the teacher's D2 had C1, D1) gives the same logits. Plain edge recall gives it 2 of 8 edges;
+    ``edge_recall_renamed`` (the best over FusionGraph.layer_renamings) gives 8 of 8."""
+    truth = TEACHER_GENOTYPE
+    twin, name = renamed_teacher()
+    torch.manual_seed(0)
+    teacher = FusionNetwork.from_genotype(truth, 60, truth.num_fields)
+    other = FusionNetwork.from_genotype(twin, 60, truth.num_fields)
+    state = {}
+    for key, value in teacher.state_dict().items():
+        parts = key.split(".")
+        if parts[0] in ("blocks", "fusions"):
+            parts[1] = name.get(parts[1], parts[1])
+        state[".".join(parts)] = value
+    d = truth.num_fields * truth.embed_dim
+    concat = "fusions.D3.ops.concat.linear.weight"
+    state[concat] = torch.cat([state[concat][:, d:], state[concat][:, :d]], dim=1)
+    other.load_state_dict(state)
+    x = torch.randint(0, 60, (64, truth.num_fields), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(other(x), teacher(x), rtol=0, atol=1e-6)
+    score = score_genotype(twin)
+    assert score.edge_recall == 2 / 8 and score.edge_recall_renamed == 1.0
+    assert len(truth.graph.layer_renamings) == 36
+    assert (truth.graph.layer_renamings[0] == range(len(truth.graph.edges))).all()

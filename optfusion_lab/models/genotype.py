@@ -116,6 +116,28 @@ class FusionGraph:
         live[~alive[:, -1]] = False
         return live
 
+    @cached_property
+    def layer_renamings(self) -> np.ndarray:
+        """Every renaming of the layers that maps the search space onto itself: shallow blocks
+        C1..CL permuted among themselves, deep blocks D1..DL among themselves (E, C0 and OUT
+        fixed). Blocks of one kind are the same module, so a wiring and its renamed copy compute
+        the same functions (with their weights moved along, and CONCAT/ATT inputs reordered):
+        edges are only identifiable up to these renamings. An (R, edges) integer array: row r
+        sends edge i to edge ``row[i]``, or -1 where the renamed edge is not a candidate (a
+        wiring using such an edge has no copy under that renaming). Row 0 is the identity."""
+        import itertools
+
+        layers = range(1, self.num_layers + 1)
+        index = {edge: i for i, edge in enumerate(self.edges)}
+        rows = []
+        for shallow in itertools.permutations(layers):
+            for deep in itertools.permutations(layers):
+                name = {"E": "E", "C0": "C0", "OUT": "OUT"}
+                name.update({f"C{i}": f"C{j}" for i, j in zip(layers, shallow, strict=True)})
+                name.update({f"D{i}": f"D{j}" for i, j in zip(layers, deep, strict=True)})
+                rows.append([index.get((name[s], name[d]), -1) for s, d in self.edges])
+        return np.array(rows)
+
     def edge_slice(self, node: str) -> slice:
         """Where the edges into ``node`` sit in :attr:`edges` (and in alpha)."""
         start = next(i for i, (_, dst) in enumerate(self.edges) if dst == node)

@@ -160,6 +160,9 @@ class GenotypeScore:
     edge_precision: float  # share of found live edges that the teacher has
     edge_recall: float  # share of the teacher's live edges that were found
     operation_agreement: float  # share of nodes live in both that chose the same operation
+    # share of the teacher's live edges found, under the best renaming of the layers (the
+    # renamed wiring computes the same functions: FusionGraph.layer_renamings)
+    edge_recall_renamed: float = 0.0
 
     def to_dict(self) -> dict:
         return {k: round(v, 6) for k, v in self.__dict__.items()}
@@ -187,7 +190,29 @@ def score_genotype(found: Genotype, truth: Genotype = TEACHER_GENOTYPE) -> Genot
     scores = _edge_scores(set(found.live_edges()), set(truth.live_edges()), truth.graph.edges)
     both = compared_nodes(found, truth)
     same = sum(found.choice(n).operation == truth.choice(n).operation for n in both)
-    return GenotypeScore(*scores, same / len(both))
+    graph = truth.graph
+    found_mask = np.array([[e in set(found.live_edges()) for e in graph.edges]])
+    renamed = renamed_hits(found_mask, _live_mask(truth), graph.layer_renamings)[0]
+    return GenotypeScore(*scores, same / len(both), float(renamed / len(truth.live_edges())))
+
+
+def _live_mask(genotype: Genotype) -> np.ndarray:
+    live = set(genotype.live_edges())
+    return np.array([e in live for e in genotype.graph.edges])
+
+
+def renamed_hits(wirings: np.ndarray, truth: np.ndarray, renamings: np.ndarray) -> np.ndarray:
+    """Per wiring (rows of a boolean (N, edges) array), the most edges of ``truth`` it shares
+    under any renaming in ``renamings`` (:attr:`FusionGraph.layer_renamings`) that keeps all its
+    edges candidates."""
+    best = np.zeros(len(wirings), dtype=int)
+    for row in renamings:
+        fits = ~wirings[:, row < 0].any(axis=1)
+        kept = row >= 0
+        moved = np.zeros_like(wirings)
+        moved[:, row[kept]] = wirings[:, kept]
+        best = np.where(fits, np.maximum(best, (moved & truth).sum(axis=1)), best)
+    return best
 
 
 def teacher_split_auc(data_meta: dict, split_arrays, rows: int, seed: int, split: str = "test",
@@ -325,14 +350,16 @@ def chance_values(
     nodes are ``nodes``, choosing among ``operations`` (what chance depends on)."""
     graph = truth.graph
     wirings = random_wirings(graph, live, count, np.random.default_rng(seed))
-    truth_mask = np.array([e in set(truth.live_edges()) for e in graph.edges])
+    truth_mask = _live_mask(truth)
     hits = (wirings & truth_mask).sum(axis=1)
+    renamed = renamed_hits(wirings, truth_mask, graph.layer_renamings)
     agreement = (wirings == truth_mask).mean(axis=1)
     wanted = np.array([list(operations).index(truth.choice(n).operation) for n in nodes])
     drawn = np.random.default_rng(seed + 1).integers(0, len(operations), (count, len(nodes)))
     return {"edge_agreement": agreement, "edge_precision": hits / live,
             "edge_recall": hits / truth_mask.sum(),
-            "operation_agreement": (drawn == wanted).mean(axis=1)}
+            "operation_agreement": (drawn == wanted).mean(axis=1),
+            "edge_recall_renamed": renamed / truth_mask.sum()}
 
 
 def _against(value: float, values: np.ndarray) -> dict:
