@@ -15,17 +15,25 @@ CONCAT can be told apart by the loss.
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
-from optfusion_lab.fusion_search import gate_sparsity_hook
+from optfusion_lab.data import PrepareConfig, prepare
+from optfusion_lab.data.dataset import PreparedData
+from optfusion_lab.data.synthetic import write
+from optfusion_lab.data.teacher import TEACHER_SAMPLE
+from optfusion_lab.fusion_search import gate_sparsity_hook, retrain
 from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig
 from optfusion_lab.models.teacher import (
     TEACHER_GENOTYPE,
+    generate_teacher,
+    per_field_auc,
     random_genotypes,
     score_against_chance,
     score_genotype,
 )
+from optfusion_lab.train import TrainConfig
 
 EXTRA = (("E", "D2"), ("C0", "D2"), ("E", "D3"), ("D3", "OUT"))  # ignored by the weights below
 
@@ -193,3 +201,44 @@ def test_a_renamed_wiring_computes_the_same_function_so_edges_are_scored_up_to_r
     assert score.edge_recall == 2 / 8 and score.edge_recall_renamed == 1.0
     assert len(truth.graph.layer_renamings) == 36
     assert (truth.graph.layer_renamings[0] == range(len(truth.graph.edges))).all()
+
+
+def wiring(edges, operations=None):
+    """A genotype of the teacher's graph with exactly ``edges`` (ADD wherever not given)."""
+    truth = TEACHER_GENOTYPE
+    operations = operations or {}
+    beta = [[4.0 if op == operations.get(node, "add") else 0.0 for op in truth.operations]
+            for node in truth.graph.fusion_nodes]
+    sizes = ("num_fields", "embed_dim", "num_layers", "shallow", "operations")
+    return type(truth).from_arch(**{k: getattr(truth, k) for k in sizes}, beta=beta,
+                                 alpha=[1.0 if e in edges else -1.0 for e in truth.graph.edges])
+
+
+@pytest.fixture(scope="module")
+def interactions_teacher(tmp_path_factory):
+    """The embedded sample's rows, seed and spread with the teacher's interactions alone."""
+    _, rows, seed = TEACHER_SAMPLE
+    folder = tmp_path_factory.mktemp("interactions-teacher")
+    raw = write(generate_teacher(rows, seed, signal="interactions"), folder / "teacher.tsv")
+    prepare(raw, folder / "data", PrepareConfig("kdd12"))
+    return PreparedData.open(folder / "data")
+
+
+@pytest.mark.slow
+def test_a_smaller_wiring_fits_the_teachers_interactions_as_well_as_its_own(interactions_teacher):
+    """Even the part of the teacher's signal that no per-field model can predict does not
+    single out its wiring: a chain of two deep blocks (E -> D1 -> D2 -> OUT: 3 edges, none of
+    them an edge of the teacher's but E -> D1) trained from scratch fits it as well as the
+    teacher's own 8 edges (valid AUC, mean over three seeds). So no price on edges can make
+    the search return the teacher's edges: the labels do not prefer them."""
+    data = interactions_teacher
+    assert per_field_auc(data, "valid") < 0.6  # one term per field predicts (almost) nothing
+    train = TrainConfig(epochs=30, batch_size=256, lr_emb=3e-3, lr_nn=3e-3, patience=2,
+                        device="cpu", progress=False, threads=1)
+    chain = wiring({("E", "D1"), ("D1", "D2"), ("D2", "OUT")})
+    aucs = {}
+    for name, genotype in (("teacher", TEACHER_GENOTYPE), ("chain", chain)):
+        run = retrain(data, genotype, train, seeds=(0, 1, 2))
+        aucs[name] = run.summary["best_valid_auc"]["mean"]
+    assert aucs["teacher"] > 0.75, aucs  # the interactions are learnable at this budget
+    assert aucs["chain"] > aucs["teacher"] - 0.01, aucs
