@@ -127,3 +127,14 @@ def test_one_operation_guesses_share_out_the_teachers_nodes():
                for op in TEACHER_GENOTYPE.operations}
     assert np.isclose(sum(guesses.values()), 1.0)
     assert guesses["prod"] > 0
+
+
+def test_chance_of_a_single_operation_search_is_what_that_operation_scores():
+    """A search offered ADD alone (a single-operation ablation) can match only the teacher's ADD
+    nodes, and so can its chance: the teacher's other operations are never drawn."""
+    truth = TEACHER_GENOTYPE
+    sizes = {k: getattr(truth, k) for k in ("num_fields", "embed_dim", "num_layers", "shallow")}
+    only_add = type(truth).from_arch(**sizes, operations=("add",), alpha=list(truth.alpha),
+                                     beta=[[1.0]] * len(truth.graph.fusion_nodes))
+    chance = chance_distribution(only_add, count=100, seed=0)["operation_agreement"]
+    assert np.allclose(chance, one_operation_agreement(TEACHER_GENOTYPE, "add"))

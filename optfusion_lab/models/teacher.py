@@ -354,7 +354,10 @@ def chance_values(
     hits = (wirings & truth_mask).sum(axis=1)
     renamed = renamed_hits(wirings, truth_mask, graph.layer_renamings)
     agreement = (wirings == truth_mask).mean(axis=1)
-    wanted = np.array([list(operations).index(truth.choice(n).operation) for n in nodes])
+    # a node whose true operation is not among ``operations`` never matches (index -1)
+    choices = list(operations)
+    wanted = np.array([choices.index(op) if (op := truth.choice(n).operation) in choices else -1
+                       for n in nodes])
     drawn = np.random.default_rng(seed + 1).integers(0, len(operations), (count, len(nodes)))
     return {"edge_agreement": agreement, "edge_precision": hits / live,
             "edge_recall": hits / truth_mask.sum(),
