@@ -191,16 +191,10 @@ by_selection.round(4)
 results = {"dataset": dataset, "seeds": len(seeds), "epochs": epochs, "variants": len(variants)}
 if is_teacher:
     scores = summarize_runs(hard, "variant", ("edge_agreement", "operation_agreement"))
-    chance = {variant: mean_against_chance(genotypes[variant], count=200)
-              for variant in scores["variant"]}
     for score in ("edge_agreement", "operation_agreement"):
-        fig = px.bar(scores, x="variant", y=f"{score}_mean", error_y=f"{score}_std",
-                     title=f"{score.replace('_', ' ')} with the teacher, mean ± std over seeds")
-        fig.add_scatter(x=scores["variant"], mode="markers", marker_symbol="diamond",
-                        y=[chance[v][score]["chance_p95"] for v in scores["variant"]],
-                        name="chance, 95th percentile of the mean")
-        fig.show()
-        results[f"chance_{score}"] = chance[reference][score]["chance_mean"]
+        viz.against_chance_figure(genotypes, score).show()
+        chance = mean_against_chance(genotypes[reference])[score]["chance_mean"]
+        results[f"chance_{score}"] = chance
         for row in scores.itertuples():
             results[f"{row.variant}_{score}_mean"] = getattr(row, f"{score}_mean")
 

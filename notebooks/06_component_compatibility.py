@@ -35,9 +35,9 @@ from pathlib import Path
 import plotly.express as px
 import torch
 
+from optfusion_lab import viz
 from optfusion_lab.course import write_results
 from optfusion_lab.experiments import (
-    chance_scores,
     prepared_data,
     retrain_config,
     search_configs,
@@ -45,7 +45,7 @@ from optfusion_lab.experiments import (
     summarize_runs,
 )
 from optfusion_lab.models.supernet import FusionNetwork, build_block
-from optfusion_lab.models.teacher import TEACHER_GENOTYPE
+from optfusion_lab.models.teacher import TEACHER_GENOTYPE, mean_against_chance
 
 # %% tags=["parameters"]
 dataset = "teacher"  # teacher: KDD12 layout with a known fusion; or criteo, avazu, kdd12
@@ -162,14 +162,13 @@ fig.show()
 results = {"dataset": dataset, "seeds": len(seeds), "epochs": epochs}
 if is_teacher:
     scores = summarize_runs(runs, "variant", ("edge_agreement", "operation_agreement"))
-    chance = chance_scores(TEACHER_GENOTYPE)
-    fig = px.bar(scores, x="variant", y="edge_agreement_mean", error_y="edge_agreement_std",
-                 title="Live-edge agreement with the teacher per shallow block (mean ± std)")
-    fig.add_hline(y=chance["edge_agreement"], line_dash="dot", annotation_text="chance")
-    fig.show()
+    viz.against_chance_figure(genotypes, "edge_agreement",
+                              title="Live-edge agreement with the teacher per shallow block").show()
     for row in scores.itertuples():
         results[f"{row.variant}_edge_agreement_mean"] = row.edge_agreement_mean
-    results["chance_edge_agreement"] = chance["edge_agreement"]
+    chance = mean_against_chance(genotypes["cross"] if "cross" in genotypes
+                                 else next(iter(genotypes.values())))
+    results["chance_edge_agreement"] = chance["edge_agreement"]["chance_mean"]
 
 # %% [markdown]
 # **The claims.** Each component's searched architecture is above chance by the stated margin

@@ -425,27 +425,3 @@ def search_variants(
         write_json(out / "variants.key.json", key)
     return frame, genotypes
 
-
-def chance_scores(truth, samples: int = 200, seed: int = 0) -> dict[str, float]:
-    """The mean :func:`~optfusion_lab.models.teacher.score_genotype` figures of random genotypes
-    (alpha and beta drawn N(0, 1), on ``truth``'s graph and operations): the chance level of a
-    search's score. Draws whose OUT has no live input are not genotypes and are redrawn."""
-    import numpy as np
-
-    from .models.genotype import Genotype
-    from .models.teacher import score_genotype
-
-    rng = np.random.default_rng(seed)
-    graph, ops = truth.graph, truth.operations
-    scores = []
-    while len(scores) < samples:
-        try:
-            genotype = Genotype.from_arch(
-                num_fields=truth.num_fields, embed_dim=truth.embed_dim,
-                num_layers=truth.num_layers, shallow=truth.shallow, operations=ops,
-                alpha=rng.normal(size=len(graph.edges)).tolist(),
-                beta=rng.normal(size=(len(graph.fusion_nodes), len(ops))).tolist())
-        except ValueError:  # OUT without a live input
-            continue
-        scores.append(score_genotype(genotype, truth).to_dict())
-    return {key: float(np.mean([s[key] for s in scores])) for key in scores[0]}

@@ -519,3 +519,28 @@ def test_figures_of_a_real_sequential_search(tmp_path, teacher_dir):
     assert {t.meta["edge"] for t in edge_traces(diagram) if t.meta["status"] == "live"} == \
         {f"{s}->{d}" for s, d in result.genotype.live_edges()}  # fmt: skip
     assert_offline(view.write_html().read_text())
+
+
+def test_against_chance_figure_draws_each_variants_mean_beside_its_own_chance():
+    """Bars: each variant's mean score over its genotypes; diamonds and dashes: the 95th
+    percentile and mean of that variant's chance (mean_against_chance with the same draws)."""
+    from optfusion_lab.models.teacher import (
+        TEACHER_GENOTYPE,
+        mean_against_chance,
+        random_genotypes,
+        score_genotype,
+    )
+
+    genotypes = {"teacher": [TEACHER_GENOTYPE] * 2,
+                 "random": random_genotypes(TEACHER_GENOTYPE, 2, seed=3)}
+    fig = viz.against_chance_figure(genotypes, "edge_recall", count=100)
+    bars, p95, mean = fig.data
+    assert list(bars.x) == ["teacher", "random"] and bars.y[0] == 1.0
+    assert bars.y[1] == pytest.approx(
+        sum(score_genotype(g).edge_recall for g in genotypes["random"]) / 2)
+    for i, variant in enumerate(bars.x):
+        chance = mean_against_chance(genotypes[variant], count=100)["edge_recall"]
+        assert p95.y[i] == chance["chance_p95"] and mean.y[i] == chance["chance_mean"]
+    assert bars.y[0] > p95.y[0]  # the truth beats chance
+    with pytest.raises(ValueError, match="no genotypes"):
+        viz.against_chance_figure({"empty": []})

@@ -17,18 +17,20 @@ From a run folder, one call per figure::
 From data: :func:`alpha_evolution`, :func:`operation_weights_evolution`, :func:`alpha_heatmap`
 (history frames); :func:`fusion_diagram`, :func:`compare_diagrams` (genotypes, supernets, design
 names); :func:`to_dot`, :func:`to_mermaid`; :func:`stability_figure`, :func:`results_figure`,
-:func:`training_curves`; :func:`write_html`.
+:func:`training_curves`; :func:`against_chance_figure` (teacher scores against chance);
+:func:`write_html`.
 """
 
 from .diagram import compare_diagrams, differences, fusion_diagram
 from .export import diagram_html, html_page, to_dot, to_mermaid, write_html
 from .history import alpha_evolution, alpha_heatmap, crossings, operation_weights_evolution
-from .results import results_figure, stability_figure, training_curves
+from .results import against_chance_figure, results_figure, stability_figure, training_curves
 from .run import RunView, from_run
 from .state import HAND_MADE, FusionState, from_history, hand_made, state_of
 
 __all__ = [
     "HAND_MADE",
+    "against_chance_figure",
     "FusionState",
     "RunView",
     "alpha_evolution",

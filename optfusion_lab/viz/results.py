@@ -212,6 +212,49 @@ def results_figure(results: Mapping[str, object] | pd.DataFrame, metric: str = "
     return fig
 
 
+def against_chance_figure(genotypes: Mapping[str, Sequence], metric: str = "edge_agreement", *,
+                          truth=None, count: int = 200, title: str | None = None) -> go.Figure:
+    """One :func:`~optfusion_lab.models.teacher.score_genotype` metric per variant against its
+    own chance: a bar per variant (the mean over its genotypes, one per seed, +- sample std),
+    a diamond at the 95th percentile of chance's distribution of that mean and a dash at its
+    mean (:func:`~optfusion_lab.models.teacher.mean_against_chance`, ``count`` draws). Chance
+    depends on the genotypes (their number of live edges, their live nodes), so each variant
+    has its own; a bar above its diamond beats chance. ``truth``: the teacher's genotype by
+    default."""
+    import dataclasses
+
+    from ..models.teacher import TEACHER_GENOTYPE, mean_against_chance, score_genotype
+
+    truth = truth or TEACHER_GENOTYPE
+    variants = [v for v, found in genotypes.items() if found]
+    if not variants:
+        raise ValueError("no genotypes to score")
+    values = {v: [dataclasses.asdict(score_genotype(g, truth))[metric] for g in genotypes[v]]
+              for v in variants}
+    chance = {v: mean_against_chance(list(genotypes[v]), truth, count)[metric] for v in variants}
+    spread = [pd.Series(values[v]).std() if len(values[v]) > 1 else 0.0 for v in variants]
+    label = metric.replace("_", " ")
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=variants, y=[sum(values[v]) / len(values[v]) for v in variants],
+                         error_y=dict(type="data", array=spread), name=f"{label}, mean +- std",
+                         marker_color="#6baed6", meta=dict(kind="found")))
+    fig.add_trace(go.Scatter(x=variants, y=[chance[v]["chance_p95"] for v in variants],
+                             mode="markers", name="chance, 95th percentile of the mean",
+                             marker=dict(symbol="diamond", size=11, color="#d6604d"),
+                             meta=dict(kind="chance-p95")))
+    fig.add_trace(go.Scatter(x=variants, y=[chance[v]["chance_mean"] for v in variants],
+                             mode="markers", name="chance, mean",
+                             marker=dict(symbol="line-ew-open", size=22, color="#4d4d4d"),
+                             meta=dict(kind="chance-mean")))
+    seeds = "/".join(sorted({str(len(genotypes[v])) for v in variants}))
+    fig.update_layout(**base_layout(f"{title or label + ' with the teacher'}<br><sup>mean +- "
+                                    f"std over {seeds} seeds against chance for the same "
+                                    "genotypes</sup>"),
+                      width=max(520, 80 * len(variants) + 300), height=440,
+                      yaxis=dict(title=dict(text=label)))
+    return fig
+
+
 # ---------------------------------------------------------------- training curves
 
 
