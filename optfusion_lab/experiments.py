@@ -307,6 +307,7 @@ def search_run(
     otherwise run and written into ``out_dir``. So a notebook reads what an earlier one wrote,
     or recomputes it."""
     from .fusion_search import search, search_fingerprint, write_search_run
+    from .train import fingerprints_match
 
     out = Path(out_dir)
     fingerprint = search_fingerprint(data, supernet_cfg, train_cfg, search_cfg)
@@ -314,7 +315,8 @@ def search_run(
         config, written = folder / "config.json", folder / "result.json"
         if config.is_file() and written.is_file():
             # A stopped search (its Stop button, Ctrl-C) is shown but never reused.
-            if (json.loads(config.read_text()).get("fingerprint") == fingerprint
+            if (fingerprints_match(json.loads(config.read_text()).get("fingerprint") or {},
+                                   fingerprint)
                     and not json.loads(written.read_text()).get("stopped")):
                 return read_search_run(folder, reused=True)
     result = search(data, supernet_cfg, train_cfg, search_cfg, callbacks=callbacks,

@@ -78,6 +78,7 @@ from .train import (
     TrainConfig,
     TrainState,
     autocast,
+    fingerprints_match,
     fit,
     fit_seeds,
     make_optimizer,
@@ -675,7 +676,7 @@ def search_run(
     fingerprint = search_fingerprint(data, supernet_cfg, train_cfg, search_cfg)
     if resume and (out / "result.json").is_file():
         config = json.loads((out / "config.json").read_text())
-        if config.get("fingerprint") != fingerprint:
+        if not fingerprints_match(config.get("fingerprint") or {}, fingerprint):
             raise ValueError(f"{out}: this finished search used other data or options; "
                              "drop --resume or choose another --out")
         return None

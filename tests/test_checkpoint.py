@@ -109,3 +109,20 @@ def test_resume_with_other_options_is_an_error(data, tmp_path):
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable checkpoint"):
         load_checkpoint(path, {})
+
+
+def test_a_checkpoint_from_before_an_added_option_resumes_at_that_options_old_value(data, tmp_path):
+    """A fingerprint stored before ``embedding_update`` existed matches a run at "dense" (what
+    every earlier run did) and not one at "sparse"; any other missing option is a difference."""
+    path = tmp_path / "checkpoint.pt"
+    old = {"train": {"lr_nn": 1e-3}, "search": {"arch_lr": 0.1}}
+    fit(model(data), data, CFG, [InterruptAt(2)], checkpoint=path, fingerprint=old)
+    dense = {"train": {"lr_nn": 1e-3, "embedding_update": "dense"},
+             "search": {"arch_lr": 0.1, "settle_steps": None}}
+    assert load_checkpoint(path, dense)["loop"]["epoch"] == 1
+    sparse = {**dense, "train": {**dense["train"], "embedding_update": "sparse"}}
+    with pytest.raises(ValueError, match="train: "):
+        load_checkpoint(path, sparse)
+    other = {**dense, "train": {**dense["train"], "amp_dtype": "bf16"}}
+    with pytest.raises(ValueError, match="train: "):
+        load_checkpoint(path, other)

@@ -44,7 +44,12 @@ from .optim import (
     make_optimizer,
     param_groups,
 )
-from .run_config import PRESENTATION_FIELDS, RESULT_FORMAT_VERSION, RunConfig
+from .run_config import (
+    PRESENTATION_FIELDS,
+    RESULT_FORMAT_VERSION,
+    RunConfig,
+    fingerprints_match,
+)
 from .runs import (
     EpochLog,
     SeedsResult,
@@ -62,6 +67,7 @@ from .runs import (
 )
 
 __all__ = [
+    "fingerprints_match",
     "CHECKPOINT_FORMAT",
     "DEVICES",
     "HISTORY_COLUMNS",

@@ -20,6 +20,8 @@ from torch import nn
 
 from optfusion_lab.io import write_atomic
 
+from .run_config import fingerprint_differences, fingerprints_match
+
 CHECKPOINT_FORMAT = "optfusion-checkpoint"
 
 
@@ -85,8 +87,8 @@ def load_checkpoint(path: Path, fingerprint: Mapping) -> dict:
     if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not an optfusion-lab checkpoint")
     stored, now = document["fingerprint"], dict(fingerprint)
-    if stored != now:
-        keys = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
+    if not fingerprints_match(stored, now):
+        keys = fingerprint_differences(stored, now)
         details = "; ".join(f"{k}: {stored.get(k)!r} then, {now.get(k)!r} now" for k in keys[:4])
         raise ValueError(
             f"{path}: the checkpoint was written with other data or options ({details}); "

@@ -21,6 +21,37 @@ RESULT_FORMAT_VERSION = 1
 # TrainConfig fields that change how a run is shown or where it runs, never its result: a
 # resumed run may change them.
 PRESENTATION_FIELDS = ("progress", "threads", "device", "log_every")
+# Options added after runs were already being written, each with the value every run written
+# before it had (the option's default, which reproduces the older behaviour exactly): a stored
+# fingerprint without one of them still matches a current fingerprint at that value.
+ADDED_OPTIONS = {
+    "train": {"embedding_update": "dense"},
+    "search": {"settle_steps": None},
+    "model_config": {"regulation_eps": 1e-5},
+}
+
+
+def fingerprints_match(stored: Mapping, now: Mapping) -> bool:
+    """Whether a stored run's fingerprint matches ``now``'s, reading an option of
+    :data:`ADDED_OPTIONS` that the stored one lacks as its value from before it existed."""
+    return _completed(stored, now) == dict(now)
+
+
+def fingerprint_differences(stored: Mapping, now: Mapping) -> list[str]:
+    """The top-level fingerprint keys that differ (after :func:`fingerprints_match`'s reading)."""
+    stored = _completed(stored, now)
+    return sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
+
+
+def _completed(stored: Mapping, now: Mapping) -> dict:
+    stored = {k: dict(v) if isinstance(v, Mapping) else v for k, v in stored.items()}
+    for section, options in ADDED_OPTIONS.items():
+        if isinstance(stored.get(section), dict) and isinstance(now.get(section), Mapping):
+            for name, before in options.items():
+                if name not in stored[section] and now[section].get(name, before) == before:
+                    if name in now[section]:
+                        stored[section][name] = now[section][name]
+    return stored
 
 
 def _plain(value: Any) -> Any:
