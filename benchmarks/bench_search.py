@@ -136,13 +136,13 @@ class Stepper:
     def __init__(self, model: torch.nn.Module, data: PreparedData, batch_size: int,
                  compile: bool = False):
         self.model = model.train()
-        cfg = TrainConfig(batch_size=batch_size, device="cpu", progress=False)
+        cfg = TrainConfig(batch_size=batch_size, device="cpu", progress=False, compile=compile)
         self.optimizer = training_step_optimizer(model, cfg, arch_lr=0.1)
         x, y = data.arrays("train")
         self.loader = BatchLoader(x, y, batch_size, seed=0, drop_last=len(y) >= batch_size)
         self.batches = iter(self.loader)
-        # what the steps run: the model, or torch.compile of it (as fit does with
-        # TrainConfig.compile); FLOPs and matmuls are always recorded on the eager model
+        # what the steps run: the model, or torch.compile of it with fused Adam (as fit does
+        # with TrainConfig.compile); FLOPs and matmuls are always recorded on the eager model
         self.forward = torch.compile(model) if compile else model
         self.compile_seconds = None  # first step minus a steady one: see warm_up()
 

@@ -25,6 +25,10 @@ from test_supernet_frozen import (
     set_alpha,
     supernet,
 )
+from test_supernet_frozen import (
+    N as N_FEATURES,
+)
+from torch import nn
 
 from optfusion_lab.fusion import OPERATIONS
 from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig
@@ -78,3 +82,23 @@ def test_fit_with_compile_trains_as_eager(teacher_dir):
     eager, compiled = (r.history.iloc[0] for r in results)
     assert compiled["train_loss"] == pytest.approx(eager["train_loss"], rel=1e-4)
     assert compiled["valid_auc"] == pytest.approx(eager["valid_auc"], abs=1e-4)
+
+
+def test_compile_uses_fused_adam_with_the_same_update():
+    """``make_optimizer`` under ``compile``: fused Adam, one step equal to the plain Adam's."""
+    from optfusion_lab.train.optim import make_optimizer
+
+    steps = []
+    for compile_ in (False, True):
+        torch.manual_seed(0)
+        net = FusionNetwork(N_FEATURES, 4, SupernetConfig(embed_dim=3, num_layers=1,
+                                                          operations=("add", "prod")))
+        optimizer = make_optimizer(net, TrainConfig(compile=compile_, l2_nn=1e-3))
+        assert all(g.get("fused") is (True if compile_ else None)
+                   for g in optimizer.param_groups)
+        x, y = batch()
+        nn.functional.binary_cross_entropy_with_logits(net(x), y.float()).backward()
+        optimizer.step()
+        steps.append(net.state_dict())
+    for name, value in steps[0].items():
+        torch.testing.assert_close(steps[1][name], value, rtol=1e-5, atol=1e-7, msg=name)
