@@ -29,6 +29,10 @@ On a synthetic Criteo-shaped dataset (39 fields; the project's generator, cached
      mm/addmm/bmm/baddbmm of the step, same shapes and strides, random values) run alone; target
      at least 80%.
 
+   With ``--compile``, both targets are measured again with every model of the comparison
+   compiled the same way (``torch.compile`` with fused Adam, as ``TrainConfig.compile``); the
+   FLOPs and the replayed matmuls stay those of the eager step.
+
 CPU timings on a shared 2-core machine are noisy: the load average is printed with the figures;
 compare numbers within one invocation only.
 
@@ -39,6 +43,7 @@ How to run
     .venv/bin/python benchmarks/bench_search.py                  # 200k rows, D=16, batch 4096
     .venv/bin/python benchmarks/bench_search.py --rows 100000 --embed-dim 8 --epochs 1
     .venv/bin/python benchmarks/bench_search.py --targets-only --json search.json  # section 4
+    .venv/bin/python benchmarks/bench_search.py --targets-only --compile  # + compiled models
     .venv/bin/python benchmarks/bench_search.py --quick                 # section 4, small, < 1 min
 """
 
