@@ -18,8 +18,8 @@ from optfusion_lab.data.dataset import PreparedData
 from .config import TrainConfig
 
 RESULT_FORMAT_VERSION = 1
-# TrainConfig fields that change how a run is shown or where it runs, never its result (beyond
-# floating-point rounding): a resumed run may change them.
+# TrainConfig fields that change how a run is shown or where it runs, never its result: a
+# resumed run may change them.
 PRESENTATION_FIELDS = ("progress", "threads", "device", "log_every", "compile")
 
 
