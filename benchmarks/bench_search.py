@@ -29,6 +29,10 @@ On a synthetic Criteo-shaped dataset (39 fields; the project's generator, cached
      mm/addmm/bmm/baddbmm of the step, same shapes and strides, random values) run alone; target
      at least 80%.
 
+   With ``--compile``, both targets are measured again with every model of the comparison
+   compiled the same way (``torch.compile`` with fused Adam, as ``TrainConfig.compile``); the
+   FLOPs and the replayed matmuls stay those of the eager step.
+
 CPU timings on a shared 2-core machine are noisy: the load average is printed with the figures;
 compare numbers within one invocation only.
 
@@ -39,6 +43,7 @@ How to run
     .venv/bin/python benchmarks/bench_search.py                  # 200k rows, D=16, batch 4096
     .venv/bin/python benchmarks/bench_search.py --rows 100000 --embed-dim 8 --epochs 1
     .venv/bin/python benchmarks/bench_search.py --targets-only --json search.json  # section 4
+    .venv/bin/python benchmarks/bench_search.py --targets-only --compile  # + compiled models
     .venv/bin/python benchmarks/bench_search.py --quick                 # section 4, small, < 1 min
 """
 
@@ -133,13 +138,27 @@ class Stepper:
     """One model with its training-step optimizer and a cycling batch stream (a search
     supernet's step is the one-shot search's joint step, as in ``cost.step_seconds``)."""
 
-    def __init__(self, model: torch.nn.Module, data: PreparedData, batch_size: int):
+    def __init__(self, model: torch.nn.Module, data: PreparedData, batch_size: int,
+                 compile: bool = False):
         self.model = model.train()
-        cfg = TrainConfig(batch_size=batch_size, device="cpu", progress=False)
+        cfg = TrainConfig(batch_size=batch_size, device="cpu", progress=False, compile=compile)
         self.optimizer = training_step_optimizer(model, cfg, arch_lr=0.1)
         x, y = data.arrays("train")
         self.loader = BatchLoader(x, y, batch_size, seed=0, drop_last=len(y) >= batch_size)
         self.batches = iter(self.loader)
+        # what the steps run: the model, or torch.compile of it with fused Adam (as fit does
+        # with TrainConfig.compile); FLOPs and matmuls are always recorded on the eager model
+        self.forward = torch.compile(model) if compile else model
+        self.compile_seconds = None  # first step minus a steady one: see warm_up()
+
+    def warm_up(self, steps: int) -> None:
+        """``steps`` unmeasured steps; when compiled, the first one compiles (forward and
+        backward) and ``compile_seconds`` is its time minus the mean of the others."""
+        first = self.seconds(1)
+        if steps > 1:
+            rest = self.seconds(steps - 1)
+            if self.forward is not self.model:
+                self.compile_seconds = first - rest
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         batch = next(self.batches, None)
@@ -148,8 +167,9 @@ class Stepper:
             batch = next(self.batches)
         return batch
 
-    def loss(self, xb, yb) -> torch.Tensor:
-        return torch.nn.functional.binary_cross_entropy_with_logits(self.model(xb), yb)
+    def loss(self, xb, yb, forward=None) -> torch.Tensor:
+        logits = (forward or self.forward)(xb)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, yb)
 
     def step(self) -> None:
         loss = self.loss(*self.batch())
@@ -205,7 +225,7 @@ def step_matmuls(stepper: Stepper) -> tuple[int, list]:
     stepper.optimizer.zero_grad(set_to_none=True)
     recorder = MatmulRecorder()
     with FlopCounterMode(display=False) as counter, recorder:
-        stepper.loss(xb, yb).backward()
+        stepper.loss(xb, yb, stepper.model).backward()  # eager: the step's own matmuls
     stepper.optimizer.zero_grad(set_to_none=True)
     tensors = {}
     calls = [(func, replay_arguments(spec, tensors), kwargs)
@@ -226,34 +246,40 @@ def paired(times: dict[str, list[float]], numerator: str, denominator: str) -> f
                                                    strict=True))
 
 
-def cheap_ratio(data, embed_dim, batch_size, threads, steps, repeats) -> dict:
-    """samples/s of the ADD+PROD supernet over the reference DCN's, interleaved."""
+def cheap_ratio(data, embed_dim, batch_size, threads, steps, repeats, compile=False) -> dict:
+    """samples/s of the ADD+PROD supernet over the reference DCN's, interleaved (``compile``:
+    both compiled the same way)."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     dcn = build_model("dcn", data.num_features, data.num_fields,
                       reference_dcn_config(data.num_fields, embed_dim))
     cheap = FusionNetwork(data.num_features, data.num_fields,
                           SupernetConfig(embed_dim=embed_dim, operations=CHEAP))
-    steppers = {"dcn": Stepper(dcn, data, batch_size), "cheap": Stepper(cheap, data, batch_size)}
+    steppers = {"dcn": Stepper(dcn, data, batch_size, compile),
+                "cheap": Stepper(cheap, data, batch_size, compile)}
     for stepper in steppers.values():
-        stepper.seconds(2)  # warm-up
+        stepper.warm_up(3)
     times = {name: [] for name in steppers}
     for _ in range(repeats):
         for name, stepper in steppers.items():
             times[name].append(stepper.seconds(steps))
     return {"ratio": paired(times, "dcn", "cheap"),
             **{f"{name}_samples_per_second": batch_size / statistics.median(t)
-               for name, t in times.items()}}
+               for name, t in times.items()},
+            **{f"{name}_compile_seconds": s.compile_seconds for name, s in steppers.items()}}
 
 
-def flop_fraction(data, embed_dim, batch_size, threads, operations, repeats) -> dict:
-    """Achieved matmul FLOP rate of one search step over the rate of its matmuls alone."""
+def flop_fraction(data, embed_dim, batch_size, threads, operations, repeats,
+                  compile=False) -> dict:
+    """Achieved matmul FLOP rate of one search step over the rate of its matmuls alone
+    (``compile``: the steps compiled; the FLOPs and the matmuls to replay are the eager
+    step's)."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     net = FusionNetwork(data.num_features, data.num_fields,
                         SupernetConfig(embed_dim=embed_dim, operations=operations))
-    stepper = Stepper(net, data, batch_size)
-    stepper.seconds(1)  # warm-up
+    stepper = Stepper(net, data, batch_size, compile)
+    stepper.warm_up(2 if compile else 1)
     flops, calls = step_matmuls(stepper)
     matmul_seconds(calls)  # warm-up
     times = {"step": [], "matmuls": []}
@@ -264,7 +290,7 @@ def flop_fraction(data, embed_dim, batch_size, threads, operations, repeats) -> 
     return {"fraction": paired(times, "matmuls", "step"), "flops_per_step": flops,
             "step_seconds": step, "achieved_gflops": flops / step / 1e9,
             "matmul_gflops": flops / alone / 1e9, "samples_per_second": batch_size / step,
-            "matmul_calls": len(calls)}
+            "matmul_calls": len(calls), "compile_seconds": stepper.compile_seconds}
 
 
 def record(metric, value, unit, target=None, met=None, note="") -> dict:
@@ -277,40 +303,56 @@ def speed_targets(args, data) -> list[dict]:
     shape = f"batch {args.batch_size}, D={args.embed_dim}, d={d}, F={data.num_fields}"
     records = []
     print(f"\n4. speed targets ({shape}; median of {args.repeats} interleaved repeats)")
+    modes = (False, True) if args.compile else (False,)
     for threads in sorted({1, args.threads}):
-        cheap = cheap_ratio(data, args.embed_dim, args.batch_size, threads, args.steps,
-                            args.repeats)
-        print(f"  {threads} thread(s): cheap supernet (ADD, PROD) {cheap['ratio']:.3f}x dcn "
-              f"samples/s (dcn {cheap['dcn_samples_per_second']:,.0f}, supernet "
-              f"{cheap['cheap_samples_per_second']:,.0f}; target >= {CHEAP_TARGET}x)")
-        note = (f"{shape}, {threads} thread(s); DCN: 3 cross layers + MLP {d}-{d}-{d}; "
-                f"dcn {cheap['dcn_samples_per_second']:.0f}, supernet "
-                f"{cheap['cheap_samples_per_second']:.0f} samples/s; load {load()}")
-        records.append(record(f"supernet_cheap_vs_dcn_samples_per_second_{threads}t",
-                              cheap["ratio"], "x", CHEAP_TARGET, cheap["ratio"] >= CHEAP_TARGET,
+        for compile in modes:
+            records += mode_targets(args, data, threads, compile, shape)
+    return records
+
+
+def mode_targets(args, data, threads: int, compile: bool, shape: str) -> list[dict]:
+    """The targets' records at ``threads`` threads, eager or (``compile``) with every model
+    of the comparison compiled the same way (torch.compile, inductor)."""
+    d = data.num_fields * args.embed_dim
+    mode, suffix = ("compiled", "_compiled") if compile else ("eager", "")
+    records = []
+    cheap = cheap_ratio(data, args.embed_dim, args.batch_size, threads, args.steps, args.repeats,
+                        compile)
+    compiled = (f"; compile {cheap['dcn_compile_seconds']:.0f} s dcn, "
+                f"{cheap['cheap_compile_seconds']:.0f} s supernet" if compile else "")
+    print(f"  {threads} thread(s), {mode}: cheap supernet (ADD, PROD) {cheap['ratio']:.3f}x dcn "
+          f"samples/s (dcn {cheap['dcn_samples_per_second']:,.0f}, supernet "
+          f"{cheap['cheap_samples_per_second']:,.0f}; target >= {CHEAP_TARGET}x{compiled})")
+    note = (f"{shape}, {threads} thread(s), {mode} (both sides); DCN: 3 cross layers + MLP "
+            f"{d}-{d}-{d}; dcn {cheap['dcn_samples_per_second']:.0f}, supernet "
+            f"{cheap['cheap_samples_per_second']:.0f} samples/s{compiled}; load {load()}")
+    records.append(record(f"supernet_cheap_vs_dcn_samples_per_second_{threads}t{suffix}",
+                          cheap["ratio"], "x", CHEAP_TARGET, cheap["ratio"] >= CHEAP_TARGET,
+                          note))
+    for name, operations in (("all", ALL_OPS), ("attlite", LITE)):
+        fraction = flop_fraction(data, args.embed_dim, args.flop_batch_size, threads,
+                                 operations, args.flop_repeats, compile)
+        compiled = (f"; compile {fraction['compile_seconds']:.0f} s" if compile else "")
+        print(f"  {threads} thread(s), {mode}: supernet {'+'.join(operations)}: "
+              f"{fraction['achieved_gflops']:.1f} GFLOP/s achieved, its matmuls alone "
+              f"{fraction['matmul_gflops']:.1f} GFLOP/s: {fraction['fraction']:.1%} "
+              f"({fraction['samples_per_second']:,.0f} samples/s, "
+              f"{fraction['flops_per_step'] / 1e9:.0f} GFLOP per step{compiled}"
+              + (f"; target >= {FLOP_TARGET:.0%})" if name == "all" else ")"))
+        note = (f"batch {args.flop_batch_size}, D={args.embed_dim}, d={d}, {threads} "
+                f"thread(s), {mode} step; {fraction['flops_per_step'] / 1e9:.1f} GFLOP per step "
+                f"(FlopCounterMode on the eager step, forward+backward), "
+                f"{fraction['achieved_gflops']:.1f} GFLOP/s achieved vs "
+                f"{fraction['matmul_gflops']:.1f} GFLOP/s for the eager step's "
+                f"{fraction['matmul_calls']} matmuls alone; "
+                f"{fraction['samples_per_second']:.0f} samples/s{compiled}; load {load()}")
+        target = FLOP_TARGET if name == "all" else None
+        records.append(record(f"supernet_{name}_flop_rate_fraction_{threads}t{suffix}",
+                              fraction["fraction"], "fraction", target,
+                              None if target is None else fraction["fraction"] >= target,
                               note))
-        for name, operations in (("all", ALL_OPS), ("attlite", LITE)):
-            fraction = flop_fraction(data, args.embed_dim, args.flop_batch_size, threads,
-                                     operations, args.flop_repeats)
-            print(f"  {threads} thread(s): supernet {'+'.join(operations)}: "
-                  f"{fraction['achieved_gflops']:.1f} GFLOP/s achieved, its matmuls alone "
-                  f"{fraction['matmul_gflops']:.1f} GFLOP/s: {fraction['fraction']:.1%} "
-                  f"({fraction['samples_per_second']:,.0f} samples/s, "
-                  f"{fraction['flops_per_step'] / 1e9:.0f} GFLOP per step"
-                  + (f"; target >= {FLOP_TARGET:.0%})" if name == "all" else ")"))
-            note = (f"batch {args.flop_batch_size}, D={args.embed_dim}, d={d}, {threads} "
-                    f"thread(s); {fraction['flops_per_step'] / 1e9:.1f} GFLOP per step "
-                    f"(FlopCounterMode, forward+backward), {fraction['achieved_gflops']:.1f} "
-                    f"GFLOP/s achieved vs {fraction['matmul_gflops']:.1f} GFLOP/s for the "
-                    f"same {fraction['matmul_calls']} matmuls alone; "
-                    f"{fraction['samples_per_second']:.0f} samples/s; load {load()}")
-            target = FLOP_TARGET if name == "all" else None
-            records.append(record(f"supernet_{name}_flop_rate_fraction_{threads}t",
-                                  fraction["fraction"], "fraction", target,
-                                  None if target is None else fraction["fraction"] >= target,
-                                  note))
-            records.append(record(f"supernet_{name}_samples_per_second_{threads}t",
-                                  fraction["samples_per_second"], "samples/s", note=note))
+        records.append(record(f"supernet_{name}_samples_per_second_{threads}t{suffix}",
+                              fraction["samples_per_second"], "samples/s", note=note))
     return records
 
 
@@ -330,6 +372,9 @@ def main() -> None:
     parser.add_argument("--flop-repeats", type=int, default=3)
     parser.add_argument("--targets-only", action="store_true",
                         help="only section 4 (the speed targets)")
+    parser.add_argument("--compile", action="store_true",
+                        help="section 4 also with every model compiled (torch.compile, as "
+                        "TrainConfig.compile does); adds the compile time, minutes on a CPU")
     parser.add_argument("--quick", action="store_true",
                         help="section 4 only, small: 20k rows, batch 1024, FLOP batch 256")
     parser.add_argument("--json", type=Path)

@@ -116,7 +116,7 @@ def _train_config(base, args):
     return dataclasses.replace(
         base,
         **{k: v for k, v in changes.items() if v is not None},
-        device=args.device, amp=args.amp, shuffle=not args.no_shuffle,
+        device=args.device, amp=args.amp, compile=args.compile, shuffle=not args.no_shuffle,
         progress=not args.no_progress,
     )
 

@@ -63,6 +63,9 @@ def add_loop_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto picks cuda when available (default auto)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model for the training steps (off by default; "
+                   "the first steps pay the compilation; see the README's Supernet speed)")
     p.add_argument("--no-shuffle", action="store_true",
                    help="keep the stored order every epoch (the reference's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -135,6 +138,7 @@ def run_train(args: argparse.Namespace) -> int:
         **{k: v for k, v in changes.items() if v is not None},
         device=args.device,
         amp=args.amp,
+        compile=args.compile,
         shuffle=not args.no_shuffle,
         progress=not args.no_progress,
     )

@@ -42,6 +42,9 @@ class TrainConfig:
     # must beat them, else they are kept (warm-started retraining, as the reference does)
     embedding_update: str = "dense"  # "dense": Adam over the whole table every step (the
     # reference); "sparse": sparse gradients, lazy Adam on the touched rows only (see .optim)
+    compile: bool = False  # torch.compile (inductor) the model for the training steps (forward
+    # and backward; evaluation stays eager): same formulas, other rounding; the first steps pay
+    # the compilation (tens of seconds on a CPU)
 
     def __post_init__(self) -> None:
         positive = {

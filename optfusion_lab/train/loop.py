@@ -206,6 +206,8 @@ def _fit(model, data, cfg, device, stream, optimizer, checkpoint, resume, finger
     optimizer = optimizer if optimizer is not None else make_optimizer(model, cfg)
     rates = learning_rates(optimizer)
     trained, rank, world_size = distributed_model(model, device)
+    if cfg.compile:
+        trained = torch.compile(trained)  # the training steps only; evaluation stays eager
     loader = training_loader(data, cfg, device, rank, world_size)
     x_valid, y_valid = data.arrays("valid")
     x_valid = as_tensor(x_valid)

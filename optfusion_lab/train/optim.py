@@ -84,17 +84,21 @@ def make_optimizer(
     (:func:`~optfusion_lab.components.embedding.set_sparse_gradients`), since the two must
     agree; build the optimizer before wrapping the model in DistributedDataParallel (``fit``
     does). Under torch.distributed the sparse path needs the gloo backend
-    (:func:`optfusion_lab.distributed.check_embedding_update`).
+    (:func:`optfusion_lab.distributed.check_embedding_update`). With ``cfg.compile`` these
+    Adams are PyTorch's fused ones (one kernel per tensor instead of a pass per operation; the
+    same update up to rounding), since a compiled step is otherwise left with the optimizer's
+    passes over every weight.
     """
     groups = param_groups(model, cfg, parameters)
     sparse = cfg.embedding_update == "sparse"
     if sparse:
         check_embedding_update(cfg.embedding_update)
     set_sparse_gradients(model, sparse)
+    fused = True if cfg.compile else None
     if not sparse:
-        return torch.optim.Adam(groups)
+        return torch.optim.Adam(groups, fused=fused)
     embedding, network = groups
-    return JointOptimizer(LazyAdam([embedding]), torch.optim.Adam([network]))
+    return JointOptimizer(LazyAdam([embedding]), torch.optim.Adam([network], fused=fused))
 
 
 def touched_row_l2(grad: torch.Tensor, weight: torch.Tensor, coefficient: float) -> torch.Tensor:
