@@ -46,6 +46,9 @@ ORDER = ("bench_prepare", "bench_train", "bench_search", "bench_settle", "bench_
 QUICK_FALLBACK = {
     "bench_prepare": ["--sizes", "100k", "--repeats", "1"],
 }  # bench_train and bench_search took over 150 s even on small settings here: they need --quick
+# Options of the full run (not --quick): bench_search also measures the compiled supernet and DCN
+# (TrainConfig.compile), where its targets are met; compiling costs a few minutes.
+FULL_ARGS = {"bench_search": ["--compile"]}
 QUICK_TIMEOUT = 150  # seconds per script in --quick mode
 QUICK_TIMEOUT_NOTE = "raise it with --timeout on a busy machine"
 SKIP_KEYS = {"environment", "machine", "settings", "profiles", "runs", "details", "load_before",
@@ -128,7 +131,7 @@ def run_script(script: Path, quick: bool, work: Path, timeout: float | None) -> 
     if "--json" not in flags:
         entry.update(status="skipped", note="no --json option: cannot collect its figures")
         return entry
-    args = []
+    args = [] if quick else list(FULL_ARGS.get(name, []))
     if quick:
         if "--quick" in flags:
             args = ["--quick"]
