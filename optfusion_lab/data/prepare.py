@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pyarrow as pa
 from tqdm.auto import tqdm
 
 from .. import __version__
@@ -42,16 +43,30 @@ from ..io import (
     write_json,
 )
 from .errors import BadLine, BadLineReport, DataFormatError
-from .reader import RowLines, iter_raw_batches, sha256_in_background, sha256_of, sniff_layout
+from .reader import (
+    FastPathUnavailable,
+    RowLines,
+    iter_raw_batches,
+    sha256_in_background,
+    sha256_of,
+    sniff_layout,
+)
 from .schemas import Schema, get_schema
-from .transforms import raw_columns_needed, transform_batch
-from .vocab import TokenCounter, Vocabulary, encode_tokens
+from .transforms import (
+    check_binary_label,
+    criteo_integer_tokens_of_ints,
+    int64_values,
+    raw_columns_needed,
+    transform_batch,
+)
+from .vocab import TokenCounter, Vocabulary, encode_integer_tokens, encode_tokens
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
 SPLIT_FRACTIONS = (0.8, 0.1)  # train and valid; test gets the rest
 PROGRESS_MIN_BYTES = 32 << 20  # no progress bar for inputs smaller than this
 CODES_MEMORY_BUDGET = 1 << 30  # batch-local codes beyond this many bytes go to a scratch file
+WORKERS = max(1, pa.cpu_count())  # threads that encode fields (pyarrow's CPU pool size)
 
 
 @dataclass(frozen=True)
@@ -160,8 +175,23 @@ class CodeStore:
         self.scratch.unlink(missing_ok=True)
 
 
-def _parse(path: Path, schema: Schema, layout, cfg: PrepareConfig, store: CodeStore, report):
-    """Pass over the file: validate, transform, dictionary-encode, keep batch-local codes."""
+def _encode_field(column: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Batch-local codes and dictionary of one field as the fast parse hands it over: an int64
+    column is a raw Criteo integer field, a string column holds the tokens themselves."""
+    if pa.types.is_int64(column.type):
+        values, valid = int64_values(column)
+        return encode_integer_tokens(criteo_integer_tokens_of_ints(values, valid), valid)
+    return encode_tokens(column)
+
+
+def _parse(path: Path, schema: Schema, layout, cfg: PrepareConfig, store: CodeStore, report,
+           *, fast: bool = False):
+    """Pass over the file: validate, transform, dictionary-encode, keep batch-local codes.
+
+    ``fast`` (Criteo): pyarrow parses the integer fields itself and any row the validating
+    pass would look at twice (a bad width, a value the integer parser or the label check
+    rejects) raises :class:`FastPathUnavailable`; tokens and ids are the same either way.
+    """
     counters = [TokenCounter() for _ in schema.fields]
     labels: list[np.ndarray] = []
     lines = RowLines(layout.header_lines)
@@ -169,30 +199,54 @@ def _parse(path: Path, schema: Schema, layout, cfg: PrepareConfig, store: CodeSt
     bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"prepare {path.name}",
                disable=size < PROGRESS_MIN_BYTES, leave=False)
     columns = raw_columns_needed(schema, layout)
-    with bar, ThreadPoolExecutor(2, thread_name_prefix="encode") as encoder:
+    integer_columns = tuple(schema.numeric_fields) if fast else ()
+
+    def encode(j: int, column: pa.Array, block: np.ndarray) -> None:
+        codes, dictionary = (_encode_field if fast else encode_tokens)(column)
+        block[j] = codes
+        counters[j].add(dictionary, codes)
+
+    with bar, ThreadPoolExecutor(WORKERS, thread_name_prefix="encode") as encoder:
         on_progress = lambda position: bar.update(position - bar.n)  # noqa: E731
-        for raw in iter_raw_batches(path, layout, columns, on_progress):
-            lines.dropped.extend(b.line for b in raw.bad_rows)
-            out, rejected = transform_batch(raw.table, schema, layout)
-            bad = list(raw.bad_rows)
-            for r in rejected:
-                rows = r.rows if cfg.on_bad_lines == "skip" else r.rows[:1]
-                for i, row in enumerate(rows):
-                    line = lines.line_of(raw.first_row + int(row))
-                    bad.append(BadLine(line, r.kind, r.column, _describe(r.kind, r.values, i)))
-            _raise_or_record(path, bad, cfg.on_bad_lines, report)
-            n = len(out.fields[0]) if out.fields else 0
+        batches = iter_raw_batches(path, layout, columns, on_progress,
+                                   integer_columns=integer_columns)
+        for raw in batches:
+            if fast:
+                fields = [raw.table.column(name) for name in schema.fields]
+                batch_labels = None
+                if layout.labelled:
+                    batch_labels, bad = check_binary_label(
+                        raw.table.column(schema.label_column), schema.label_column)
+                    if bad is not None:
+                        raise FastPathUnavailable(f"a bad label in rows after {raw.first_row}")
+            else:
+                fields, batch_labels = _validated_fields(path, raw, schema, layout, cfg, lines,
+                                                         report)
+            n = len(fields[0]) if fields else 0
             if n == 0:
                 continue
-            codes = []  # per field, (n,) batch-local codes
-            encoded = encoder.map(encode_tokens, out.fields)  # pyarrow releases the GIL
-            for counter, (field_codes, dictionary) in zip(counters, encoded, strict=True):
-                counter.add(dictionary, field_codes)
-                codes.append(field_codes)
-            store.append(np.stack(codes))  # (F, n)
-            if out.labels is not None:
-                labels.append(out.labels)
+            block = np.empty((len(fields), n), np.int32)  # (F, n) batch-local codes
+            # pyarrow and numpy release the GIL: the fields encode in parallel
+            list(encoder.map(encode, range(len(fields)), fields, [block] * len(fields)))
+            store.append(block)
+            if batch_labels is not None:
+                labels.append(batch_labels)
     return counters, (np.concatenate(labels) if labels else None)
+
+
+def _validated_fields(path: Path, raw, schema: Schema, layout, cfg: PrepareConfig,
+                      lines: RowLines, report: BadLineReport):
+    """The validating pass over one batch: its field tokens and labels, bad rows reported."""
+    lines.dropped.extend(b.line for b in raw.bad_rows)
+    out, rejected = transform_batch(raw.table, schema, layout)
+    bad = list(raw.bad_rows)
+    for r in rejected:
+        rows = r.rows if cfg.on_bad_lines == "skip" else r.rows[:1]
+        for i, row in enumerate(rows):
+            line = lines.line_of(raw.first_row + int(row))
+            bad.append(BadLine(line, r.kind, r.column, _describe(r.kind, r.values, i)))
+    _raise_or_record(path, bad, cfg.on_bad_lines, report)
+    return out.fields, out.labels
 
 
 def _write_splits(
@@ -301,7 +355,13 @@ def prepare(
         sha256 = sha256_in_background(path)
         report = BadLineReport()
         store = CodeStore(tmp / "codes.scratch", schema.num_fields)
-        counters, labels = _parse(path, schema, layout, cfg, store, report)
+        try:
+            counters, labels = _parse(path, schema, layout, cfg, store, report,
+                                      fast=schema.name == "criteo")
+        except FastPathUnavailable:  # something to report: the validating pass names it
+            store.close()
+            store = CodeStore(tmp / "codes.scratch", schema.num_fields)
+            counters, labels = _parse(path, schema, layout, cfg, store, report)
         n = sum(store.rows)
         if n == 0:
             raise DataFormatError(path, "no data rows", kind="empty_file")

@@ -155,6 +155,10 @@ class RowLines:
             k = shifted
 
 
+class FastPathUnavailable(Exception):
+    """The input holds something the fast parse does not take; the validating parse must run."""
+
+
 @dataclass
 class RawBatch:
     table: pa.RecordBatch  # string columns, named by the schema
@@ -167,13 +171,21 @@ def iter_raw_batches(
     layout: Layout,
     columns: list[str],
     on_progress=lambda position: None,
+    *,
+    integer_columns: tuple[str, ...] = (),
 ) -> Iterator[RawBatch]:
     """Parse ``path`` block by block, yielding the requested ``columns`` as strings.
 
     The parse runs on a background thread (pyarrow releases the GIL), one block ahead of the
     consumer, so that parsing and the caller's encoding overlap on two cores.
     ``on_progress`` receives the number of (compressed) bytes of the file read so far.
+
+    With ``integer_columns``, those columns are parsed as int64 by pyarrow itself and the parse
+    is strict: a row of the wrong width or a value pyarrow's integer parser rejects raises
+    :class:`FastPathUnavailable` instead of being reported, so that the caller can run the
+    validating parse (every column a string) to name the line and the field.
     """
+    strict = bool(integer_columns)
     expected = len(layout.file_columns)
     dropped: list[BadLine] = []
 
@@ -193,11 +205,11 @@ def iter_raw_batches(
         delimiter=layout.delimiter,
         quote_char=False,
         ignore_empty_lines=False,
-        invalid_row_handler=on_invalid_row,
+        invalid_row_handler=None if strict else on_invalid_row,
     )
     convert_options = pa_csv.ConvertOptions(
         include_columns=columns,
-        column_types={c: pa.string() for c in columns},
+        column_types={c: pa.int64() if c in integer_columns else pa.string() for c in columns},
         strings_can_be_null=True,  # an empty value is a null: "missing" is its own token
         quoted_strings_can_be_null=True,
     )
@@ -229,6 +241,8 @@ def iter_raw_batches(
             yield RawBatch(table, first_row, bad)
             first_row += table.num_rows
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        if strict:
+            raise FastPathUnavailable(str(exc)) from exc
         raise DataFormatError(path, f"cannot parse the rows after row {first_row}: {exc}") from exc
     finally:
         source.close()
