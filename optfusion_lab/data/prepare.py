@@ -31,6 +31,7 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from .. import __version__
@@ -46,6 +47,7 @@ from .errors import BadLine, BadLineReport, DataFormatError
 from .reader import (
     FastPathUnavailable,
     RowLines,
+    iter_fast_batches,
     iter_raw_batches,
     sha256_in_background,
     sha256_of,
@@ -54,8 +56,10 @@ from .reader import (
 from .schemas import Schema, get_schema
 from .transforms import (
     check_binary_label,
+    criteo_integer_tokens,
     criteo_integer_tokens_of_ints,
     int64_values,
+    parse_numbers,
     raw_columns_needed,
     transform_batch,
 )
@@ -175,13 +179,26 @@ class CodeStore:
         self.scratch.unlink(missing_ok=True)
 
 
-def _encode_field(column: pa.Array) -> tuple[np.ndarray, pa.Array]:
-    """Batch-local codes and dictionary of one field as the fast parse hands it over: an int64
-    column is a raw Criteo integer field, a string column holds the tokens themselves."""
+def _encode_field(column: pa.ChunkedArray, numeric: bool) -> tuple[np.ndarray, pa.Array]:
+    """Batch-local codes and dictionary of one field as the fast parse hands it over, the same
+    as the validating pass gives (:func:`transform_batch`, then :func:`encode_tokens`)."""
+    if not numeric:
+        encoded = pc.dictionary_encode(column, null_encoding="encode")  # one shared dictionary
+        if encoded.num_chunks == 0:
+            return np.zeros(0, np.int32), pa.array([], column.type)
+        codes = [c.indices.to_numpy() for c in encoded.chunks]
+        return np.concatenate(codes) if len(codes) > 1 else codes[0], encoded.chunk(0).dictionary
     if pa.types.is_int64(column.type):
-        values, valid = int64_values(column)
+        parts = [int64_values(chunk) for chunk in column.chunks]
+        values = np.concatenate([v for v, _ in parts])
+        valid = None
+        if any(m is not None for _, m in parts):
+            valid = np.concatenate([np.ones(len(v), bool) if m is None else m for v, m in parts])
         return encode_integer_tokens(criteo_integer_tokens_of_ints(values, valid), valid)
-    return encode_tokens(column)
+    values, bad = parse_numbers(column.combine_chunks(), "")
+    if bad is not None:
+        raise FastPathUnavailable("a value that is not a number")
+    return encode_tokens(criteo_integer_tokens(values))
 
 
 def _parse(path: Path, schema: Schema, layout, cfg: PrepareConfig, store: CodeStore, report,
@@ -199,24 +216,28 @@ def _parse(path: Path, schema: Schema, layout, cfg: PrepareConfig, store: CodeSt
     bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"prepare {path.name}",
                disable=size < PROGRESS_MIN_BYTES, leave=False)
     columns = raw_columns_needed(schema, layout)
-    integer_columns = tuple(schema.numeric_fields) if fast else ()
+    numeric = [name in schema.numeric_fields for name in schema.fields]
 
     def encode(j: int, column: pa.Array, block: np.ndarray) -> None:
-        codes, dictionary = (_encode_field if fast else encode_tokens)(column)
+        codes, dictionary = _encode_field(column, numeric[j]) if fast else encode_tokens(column)
         block[j] = codes
         counters[j].add(dictionary, codes)
 
     with bar, ThreadPoolExecutor(WORKERS, thread_name_prefix="encode") as encoder:
         on_progress = lambda position: bar.update(position - bar.n)  # noqa: E731
-        batches = iter_raw_batches(path, layout, columns, on_progress,
-                                   integer_columns=integer_columns)
+        if fast:
+            batches = iter_fast_batches(path, layout, columns, tuple(schema.numeric_fields),
+                                        on_progress)
+        else:
+            batches = iter_raw_batches(path, layout, columns, on_progress)
         for raw in batches:
             if fast:
                 fields = [raw.table.column(name) for name in schema.fields]
                 batch_labels = None
                 if layout.labelled:
                     batch_labels, bad = check_binary_label(
-                        raw.table.column(schema.label_column), schema.label_column)
+                        raw.table.column(schema.label_column).combine_chunks(),
+                        schema.label_column)
                     if bad is not None:
                         raise FastPathUnavailable(f"a bad label in rows after {raw.first_row}")
             else:
@@ -258,7 +279,12 @@ def _write_splits(
     assignment: np.ndarray | None,
     split_names: tuple[str, ...],
 ) -> dict[str, dict[str, int]]:
-    """Map scratch codes to global ids and write X_<split>.npy / y_<split>.npy."""
+    """Map scratch codes to global ids and write X_<split>.npy / y_<split>.npy.
+
+    Every batch writes its rows of each split to their own place in the split files (known
+    from the assignment), so batches are written on parallel threads (numpy's gathers and
+    copies release the GIL), a bounded number at a time.
+    """
     n, num_fields = sum(store.rows), len(offsets)
     if assignment is None:
         assignment = np.zeros(n, np.int8)
@@ -267,22 +293,37 @@ def _write_splits(
         np.lib.format.open_memmap(tmp / f"X_{s}.npy", "w+", np.int32, (int(counts[k]), num_fields))
         for k, s in enumerate(split_names)
     ]
-    cursor = np.zeros(len(split_names), np.int64)
-    start = 0
-    for b, codes in enumerate(store):
-        rows = codes.shape[1]
-        block = np.empty((rows, num_fields), np.int32)  # (rows, F) global ids
+    starts = np.concatenate([[0], np.cumsum(store.rows)])
+    per_batch = np.array(  # (batches, splits) rows of each split in each batch
+        [np.bincount(assignment[a:b], minlength=len(split_names))
+         for a, b in zip(starts[:-1], starts[1:], strict=True)]
+    ).reshape(len(store.rows), len(split_names))
+    cursors = np.cumsum(per_batch, axis=0) - per_batch  # where each batch writes in each split
+
+    def write(b: int, codes: np.ndarray) -> None:
+        ids = np.empty_like(codes)  # (F, rows) global ids
         for j in range(num_fields):
-            block[:, j] = tables[j][b][codes[j]] + offsets[j]
-        where = assignment[start : start + rows]
+            lookup = (tables[j][b] + offsets[j]).astype(np.int32)
+            np.take(lookup, codes[j], out=ids[j])
+        # rows grouped by split, in file order within each split
+        order = np.argsort(assignment[starts[b] : starts[b + 1]], kind="stable")
+        at = 0
         for k, x in enumerate(xs):
-            part = block[where == k]
-            x[cursor[k] : cursor[k] + len(part)] = part
-            cursor[k] += len(part)
-        start += rows
+            rows = int(per_batch[b, k])
+            x[cursors[b, k] : cursors[b, k] + rows] = ids[:, order[at : at + rows]].T
+            at += rows
+
+    with ThreadPoolExecutor(WORKERS, thread_name_prefix="write") as pool:
+        pending = []
+        for b, codes in enumerate(store):
+            pending.append(pool.submit(write, b, codes))
+            if len(pending) > 2 * WORKERS:  # bounds the spilled blocks read ahead
+                pending.pop(0).result()
+        for future in pending:
+            future.result()
     for x in xs:
         x.flush()
-    del xs
+    xs.clear()  # closes the memory maps
     num_positive = {}
     for k, s in enumerate(split_names):
         if labels is not None:
@@ -367,10 +408,10 @@ def prepare(
             raise DataFormatError(path, "no data rows", kind="empty_file")
 
         if base is None:
-            built = [
-                c.build(None if name in schema.unthresholded_fields else cfg.threshold)
-                for c, name in zip(counters, schema.fields, strict=True)
-            ]
+            thresholds = [None if name in schema.unthresholded_fields else cfg.threshold
+                          for name in schema.fields]
+            with ThreadPoolExecutor(WORKERS, thread_name_prefix="vocab") as pool:
+                built = list(pool.map(TokenCounter.build, counters, thresholds))
             vocab = Vocabulary(schema.fields, [b[0] for b in built], [b[1] for b in built])
             tables = [b[2] for b in built]
             assignment, split_names = split_assignment(n, cfg.seed), SPLITS
