@@ -304,7 +304,7 @@ def iter_blocks(path: Path, layout: Layout, block_size: int) -> Iterator[tuple[b
                 if current:
                     raise FastPathUnavailable("a line is longer than a block")
             else:
-                yield _checked(partial + current[:cut]), raw.tell()
+                yield _checked(partial + memoryview(current)[:cut]), raw.tell()  # one copy
                 partial = current[cut:]
             current = following
     finally:
