@@ -38,7 +38,8 @@ Targets, on the largest size measured (1M rows by default):
   size at most 1.25x those from the smallest to the middle size (medians; start-up and other
   fixed costs cancel in the differences).
 
-``--code DIR`` (repeatable) times the command with ``PYTHONPATH=DIR``, e.g. ``--code .
+``--code DIR`` (repeatable) times the command with ``PYTHONPATH=DIR`` (and ``python -P``, so
+that the working directory does not shadow it), e.g. ``--code .
 --code /work/main`` measures this checkout and another one in the same run, interleaved,
 each against the same baseline runs.
 
@@ -189,7 +190,9 @@ def _run_with_polling(command: list[str], env: dict) -> tuple[float, int, object
 def run_prepare(path: Path, out: Path, code: Path, threads: int) -> dict:
     """One timed run of the command (the checkout ``code``) on ``path`` into a fresh ``out``."""
     shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, "-m", "optfusion_lab.cli", "prepare", "--dataset", "criteo",
+    # -P: without it, ``python -m`` puts the working directory first on sys.path, so a run from
+    # a checkout's root would time that checkout whatever PYTHONPATH says.
+    command = [sys.executable, "-P", "-m", "optfusion_lab.cli", "prepare", "--dataset", "criteo",
                "--input", str(path), "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": str(threads)}
     use_time = os.access(GNU_TIME, os.X_OK)
