@@ -280,8 +280,9 @@ def iter_blocks(path: Path, layout: Layout, block_size: int) -> Iterator[tuple[b
     pyarrow's streaming reader cuts a block after the last line end of each read of
     ``block_size`` bytes and parses the final read whole. Cutting the same way here keeps every
     batch, hence every batch dictionary and every id, the same while a block is parsed in
-    cache-sized pieces. A block that pyarrow would handle differently (a line longer than a
-    read, a byte order mark where a block starts) raises :class:`FastPathUnavailable`.
+    cache-sized pieces (on pyarrow's threads). A block that pyarrow would handle differently (a
+    line longer than a read, a byte order mark where a block starts) raises
+    :class:`FastPathUnavailable`.
     """
     raw = pa.OSFile(str(path), "rb")
     source = pa.CompressedInputStream(raw, "gzip") if is_gzip(path) else raw
@@ -328,17 +329,14 @@ def iter_fast_batches(
     checks: a row of the wrong width or text that does not parse raises
     :class:`FastPathUnavailable`, for the validating parse to report.
 
-    Each block is parsed in pieces of ``PARSE_CHUNK`` bytes (half the CPU time of one 16 MiB
-    piece here), so columns come as chunked arrays. The parse runs on one background thread,
-    one block ahead of the caller, which encodes the previous block meanwhile: measured on two
-    busy cores, this costs less than letting pyarrow parse each block on its own threads too.
-    ``integer_columns`` are parsed as int64 where pyarrow's integer parser reads every value as
-    the reference's float cast does: it also reads 0x... and trims blanks, so a block holding
-    an x or a blank reads them as strings.
+    Each block is parsed in pieces of ``PARSE_CHUNK`` bytes on pyarrow's CPU pool, so columns
+    come as chunked arrays. ``integer_columns`` are parsed as int64 where pyarrow's integer
+    parser reads every value as the reference's float cast does: it also reads 0x... and trims
+    blanks, so a block holding an x or a blank reads them as strings.
     """
     blanks = (b" ", b"x", b"X") + ((b"\t",) if layout.delimiter != "\t" else ())
     read_options = pa_csv.ReadOptions(
-        column_names=list(layout.file_columns), use_threads=False, block_size=PARSE_CHUNK
+        column_names=list(layout.file_columns), use_threads=True, block_size=PARSE_CHUNK
     )
     parse_options = pa_csv.ParseOptions(
         delimiter=layout.delimiter, quote_char=False, ignore_empty_lines=False
