@@ -9,6 +9,12 @@ One parse of the raw file (pyarrow), vectorised transforms and encoding, no per-
    or an existing vocabulary is looked up (``vocab_from``);
 3. the scratch codes are mapped to global ids (field id + field offset) and written per split.
 
+A Criteo file first takes a fast pass (``_parse(..., fast=True)``): blocks cut where the
+streaming reader cuts its batches (:func:`~.reader.iter_fast_batches`), the integer fields
+parsed by pyarrow as int64 and tokenised through a table, no per-row checks. At anything the
+validating pass would report it raises :class:`~.reader.FastPathUnavailable` and the file is
+read again by the validating pass; both give the same bytes (tests/test_prepare_fast.py).
+
 Reference behaviour kept on purpose (DESIGN.md section 4): counts are taken over the whole file
 before the split (a mild leak of valid/test frequencies into the vocabulary); the split is a
 seeded permutation with exactly floor(0.8 n) train and floor(0.1 n) valid rows, the rest test.
