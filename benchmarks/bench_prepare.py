@@ -16,6 +16,13 @@ so that both see the same load:
 
    with OUTDIR deleted before every run so that nothing is reused.
 
+Both sides get the same threads: ``--threads N`` (default: every CPU) sizes pyarrow's CPU pool
+for the baseline (``pyarrow.set_cpu_count``) and for the command (``OMP_NUM_THREADS=N`` in its
+environment, which is what pyarrow reads at start-up; ``prepare`` sizes its own worker pools
+from the same number). Without it, ``OMP_NUM_THREADS=1`` in the benchmark's environment would
+leave the baseline's "multi-threaded" parse on one thread while the command's pipeline threads
+still used a second core.
+
 The order of the two alternates between repeats. Per command run it records the wall seconds,
 the child's peak resident memory (GNU ``/usr/bin/time -f %M``; without it, ``VmHWM`` from
 ``/proc/<pid>/status`` polled until the child exits), the seconds ``prepare`` reports in
@@ -31,7 +38,8 @@ Targets, on the largest size measured (1M rows by default):
   size at most 1.25x those from the smallest to the middle size (medians; start-up and other
   fixed costs cancel in the differences).
 
-``--code DIR`` (repeatable) times the command with ``PYTHONPATH=DIR``, e.g. ``--code .
+``--code DIR`` (repeatable) times the command with ``PYTHONPATH=DIR`` (and ``python -P``, so
+that the working directory does not shadow it), e.g. ``--code .
 --code /work/main`` measures this checkout and another one in the same run, interleaved,
 each against the same baseline runs.
 
@@ -114,8 +122,9 @@ def baseline_types() -> dict:
     return types
 
 
-def run_baseline(path: Path) -> dict:
+def run_baseline(path: Path, threads: int) -> dict:
     """pyarrow's multi-threaded parse of ``path`` plus dictionary encoding of C1..C26."""
+    pa.set_cpu_count(threads)
     types = baseline_types()
     categorical = [c for c in CRITEO.fields if c not in CRITEO.numeric_fields]
     cpu = time.process_time()
@@ -178,12 +187,14 @@ def _run_with_polling(command: list[str], env: dict) -> tuple[float, int, object
     return seconds, peak_kib, subprocess.CompletedProcess(command, child.returncode, stdout, stderr)
 
 
-def run_prepare(path: Path, out: Path, code: Path) -> dict:
+def run_prepare(path: Path, out: Path, code: Path, threads: int) -> dict:
     """One timed run of the command (the checkout ``code``) on ``path`` into a fresh ``out``."""
     shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, "-m", "optfusion_lab.cli", "prepare", "--dataset", "criteo",
+    # -P: without it, ``python -m`` puts the working directory first on sys.path, so a run from
+    # a checkout's root would time that checkout whatever PYTHONPATH says.
+    command = [sys.executable, "-P", "-m", "optfusion_lab.cli", "prepare", "--dataset", "criteo",
                "--input", str(path), "--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": str(code)}
+    env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": str(threads)}
     use_time = os.access(GNU_TIME, os.X_OK)
     busy, cpu = busy_cpu_seconds(), _children_cpu_seconds()
     seconds, peak_kib, done = (_run_with_gnu_time if use_time else _run_with_polling)(command, env)
@@ -211,7 +222,8 @@ def run_prepare(path: Path, out: Path, code: Path) -> dict:
 # ---------------------------------------------------------------- one size
 
 
-def bench_size(rows: int, path: Path, repeats: int, codes: list[Path], data_dir: Path) -> dict:
+def bench_size(rows: int, path: Path, repeats: int, codes: list[Path], data_dir: Path,
+               threads: int) -> dict:
     """``repeats`` rounds of baseline and command(s), alternating which goes first."""
     baseline, commands = [], {str(c): [] for c in codes}
     for i in range(repeats):
@@ -221,13 +233,13 @@ def bench_size(rows: int, path: Path, repeats: int, codes: list[Path], data_dir:
             order.reverse()
         for what in order:
             if what == "baseline":
-                run = run_baseline(path)
+                run = run_baseline(path, threads)
                 baseline.append(run)
                 print(f"  {rows:>10,} rows  run {i + 1}/{repeats}: baseline "
                       f"{run['seconds']:6.2f} s (CPU {run['cpu_seconds']:.2f} s)", flush=True)
                 continue
             out = data_dir / f"prepared_{path.stem}"
-            run = run_prepare(path, out, Path(what))
+            run = run_prepare(path, out, Path(what), threads)
             run["load_before"] = before
             commands[what].append(run)
             rss, others = run["peak_rss_mib"], run["others_cpu_share"]
@@ -240,6 +252,7 @@ def bench_size(rows: int, path: Path, repeats: int, codes: list[Path], data_dir:
                 raise SystemExit(f"prepared {run['rows']:,} rows from a {rows:,}-row file")
     summary = {
         "rows": rows,
+        "threads": threads,
         "file": str(path),
         "file_mib": path.stat().st_size / MIB,
         "baseline_median_s": statistics.median(r["seconds"] for r in baseline),
@@ -319,7 +332,8 @@ def records_for(results: list[dict], code: str, label: str) -> list[dict]:
         {"metric": f"prepare_vs_pyarrow_parse_ratio{label}", "value": round(c["ratio_median"], 3),
          "unit": "x", "target": f"<= {TARGET_RATIO}", "met": c["ratio_median"] <= TARGET_RATIO,
          "note": f"{at}; whole command (start-up included) / pyarrow read_csv + dictionary_encode"
-                 f", median of {len(c['ratios'])} paired repeats"},
+                 f", median of {len(c['ratios'])} paired repeats; "
+                 f"{largest['threads']} pyarrow threads on both sides"},
         {"metric": f"prepare_vs_pyarrow_cpu_ratio{label}",
          "value": round(c["median_cpu_s"] / largest["baseline_median_cpu_s"], 3), "unit": "x",
          "target": None, "met": None,
@@ -383,10 +397,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR,
                         help="where the raw files are cached (default benchmarks/_data)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="pyarrow CPU threads of both the baseline and the command "
+                             "(default: every CPU)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.threads < 1:
+        parser.error("--threads must be at least 1")
     sizes = sorted(set(args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)))
     codes = [c.resolve() for c in (args.code or [ROOT])]
 
@@ -394,11 +413,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"optfusion-lab {env['optfusion_lab']}, Python {env['python']}, pyarrow "
           f"{env['pyarrow']}, numpy {env['numpy']}, {env['cpus']} CPUs; peak memory from "
           f"{env['peak_memory_from']}")
-    print(f"vocab_scale {args.vocab_scale:g}, seed {args.seed}, repeats {args.repeats}; "
+    print(f"vocab_scale {args.vocab_scale:g}, seed {args.seed}, repeats {args.repeats}, "
+          f"{args.threads} pyarrow threads on both sides; "
           f"load average at start {load()}")
     paths = {rows: data_file(rows, args.seed, args.vocab_scale, args.data_dir) for rows in sizes}
     load_start = load()
-    results = [bench_size(rows, paths[rows], args.repeats, codes, args.data_dir)
+    results = [bench_size(rows, paths[rows], args.repeats, codes, args.data_dir, args.threads)
                for rows in sizes]
     load_end = load()
 
@@ -413,12 +433,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         report = {
             "benchmark": "prepare",
-            "machine": {**env, "load_before": load_start, "load_after": load_end},
+            "machine": {**env, "load_before": load_start, "load_after": load_end,
+                        "threads": args.threads},
             "records": records,
             "details": {
                 "vocab_scale": args.vocab_scale,
                 "seed": args.seed,
                 "repeats": args.repeats,
+                "threads": args.threads,
                 "codes": [str(c) for c in codes],
                 "results": results,
             },

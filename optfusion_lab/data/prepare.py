@@ -9,6 +9,12 @@ One parse of the raw file (pyarrow), vectorised transforms and encoding, no per-
    or an existing vocabulary is looked up (``vocab_from``);
 3. the scratch codes are mapped to global ids (field id + field offset) and written per split.
 
+A Criteo file first takes a fast pass (``_parse(..., fast=True)``): blocks cut where the
+streaming reader cuts its batches (:func:`~.reader.iter_fast_batches`), the integer fields
+parsed by pyarrow as int64 and tokenised through a table, no per-row checks. At anything the
+validating pass would report it raises :class:`~.reader.FastPathUnavailable` and the file is
+read again by the validating pass; both give the same bytes (tests/test_prepare_fast.py).
+
 Reference behaviour kept on purpose (DESIGN.md section 4): counts are taken over the whole file
 before the split (a mild leak of valid/test frequencies into the vocabulary); the split is a
 seeded permutation with exactly floor(0.8 n) train and floor(0.1 n) valid rows, the rest test.
@@ -30,6 +36,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from .. import __version__
@@ -42,16 +50,33 @@ from ..io import (
     write_json,
 )
 from .errors import BadLine, BadLineReport, DataFormatError
-from .reader import RowLines, iter_raw_batches, sha256_in_background, sha256_of, sniff_layout
+from .reader import (
+    FastPathUnavailable,
+    RowLines,
+    iter_fast_batches,
+    iter_raw_batches,
+    sha256_in_background,
+    sha256_of,
+    sniff_layout,
+)
 from .schemas import Schema, get_schema
-from .transforms import raw_columns_needed, transform_batch
-from .vocab import TokenCounter, Vocabulary, encode_tokens
+from .transforms import (
+    check_binary_label,
+    criteo_integer_tokens,
+    criteo_integer_tokens_of_ints,
+    int64_values,
+    parse_numbers,
+    raw_columns_needed,
+    transform_batch,
+)
+from .vocab import TokenCounter, Vocabulary, encode_integer_tokens, encode_tokens
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
 SPLIT_FRACTIONS = (0.8, 0.1)  # train and valid; test gets the rest
 PROGRESS_MIN_BYTES = 32 << 20  # no progress bar for inputs smaller than this
 CODES_MEMORY_BUDGET = 1 << 30  # batch-local codes beyond this many bytes go to a scratch file
+WORKERS = max(1, pa.cpu_count())  # threads that encode fields (pyarrow's CPU pool size)
 
 
 @dataclass(frozen=True)
@@ -160,8 +185,36 @@ class CodeStore:
         self.scratch.unlink(missing_ok=True)
 
 
-def _parse(path: Path, schema: Schema, layout, cfg: PrepareConfig, store: CodeStore, report):
-    """Pass over the file: validate, transform, dictionary-encode, keep batch-local codes."""
+def _encode_field(column: pa.ChunkedArray, numeric: bool) -> tuple[np.ndarray, pa.Array]:
+    """Batch-local codes and dictionary of one field as the fast parse hands it over, the same
+    as the validating pass gives (:func:`transform_batch`, then :func:`encode_tokens`)."""
+    if not numeric:
+        encoded = pc.dictionary_encode(column, null_encoding="encode")  # one shared dictionary
+        if encoded.num_chunks == 0:
+            return np.zeros(0, np.int32), pa.array([], column.type)
+        codes = [c.indices.to_numpy() for c in encoded.chunks]
+        return np.concatenate(codes) if len(codes) > 1 else codes[0], encoded.chunk(0).dictionary
+    if pa.types.is_int64(column.type):
+        parts = [int64_values(chunk) for chunk in column.chunks]
+        values = np.concatenate([v for v, _ in parts])
+        valid = None
+        if any(m is not None for _, m in parts):
+            valid = np.concatenate([np.ones(len(v), bool) if m is None else m for v, m in parts])
+        return encode_integer_tokens(criteo_integer_tokens_of_ints(values, valid), valid)
+    values, bad = parse_numbers(column.combine_chunks(), "")
+    if bad is not None:
+        raise FastPathUnavailable("a value that is not a number")
+    return encode_tokens(criteo_integer_tokens(values))
+
+
+def _parse(path: Path, schema: Schema, layout, cfg: PrepareConfig, store: CodeStore, report,
+           *, fast: bool = False):
+    """Pass over the file: validate, transform, dictionary-encode, keep batch-local codes.
+
+    ``fast`` (Criteo): pyarrow parses the integer fields itself and any row the validating
+    pass would look at twice (a bad width, a value the integer parser or the label check
+    rejects) raises :class:`FastPathUnavailable`; tokens and ids are the same either way.
+    """
     counters = [TokenCounter() for _ in schema.fields]
     labels: list[np.ndarray] = []
     lines = RowLines(layout.header_lines)
@@ -169,30 +222,58 @@ def _parse(path: Path, schema: Schema, layout, cfg: PrepareConfig, store: CodeSt
     bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"prepare {path.name}",
                disable=size < PROGRESS_MIN_BYTES, leave=False)
     columns = raw_columns_needed(schema, layout)
-    with bar, ThreadPoolExecutor(2, thread_name_prefix="encode") as encoder:
+    numeric = [name in schema.numeric_fields for name in schema.fields]
+
+    def encode(j: int, column: pa.Array, block: np.ndarray) -> None:
+        codes, dictionary = _encode_field(column, numeric[j]) if fast else encode_tokens(column)
+        block[j] = codes
+        counters[j].add(dictionary, codes)
+
+    with bar, ThreadPoolExecutor(WORKERS, thread_name_prefix="encode") as encoder:
         on_progress = lambda position: bar.update(position - bar.n)  # noqa: E731
-        for raw in iter_raw_batches(path, layout, columns, on_progress):
-            lines.dropped.extend(b.line for b in raw.bad_rows)
-            out, rejected = transform_batch(raw.table, schema, layout)
-            bad = list(raw.bad_rows)
-            for r in rejected:
-                rows = r.rows if cfg.on_bad_lines == "skip" else r.rows[:1]
-                for i, row in enumerate(rows):
-                    line = lines.line_of(raw.first_row + int(row))
-                    bad.append(BadLine(line, r.kind, r.column, _describe(r.kind, r.values, i)))
-            _raise_or_record(path, bad, cfg.on_bad_lines, report)
-            n = len(out.fields[0]) if out.fields else 0
+        if fast:
+            batches = iter_fast_batches(path, layout, columns, tuple(schema.numeric_fields),
+                                        on_progress)
+        else:
+            batches = iter_raw_batches(path, layout, columns, on_progress)
+        for raw in batches:
+            if fast:
+                fields = [raw.table.column(name) for name in schema.fields]
+                batch_labels = None
+                if layout.labelled:
+                    batch_labels, bad = check_binary_label(
+                        raw.table.column(schema.label_column).combine_chunks(),
+                        schema.label_column)
+                    if bad is not None:
+                        raise FastPathUnavailable(f"a bad label in rows after {raw.first_row}")
+            else:
+                fields, batch_labels = _validated_fields(path, raw, schema, layout, cfg, lines,
+                                                         report)
+            n = len(fields[0]) if fields else 0
             if n == 0:
                 continue
-            codes = []  # per field, (n,) batch-local codes
-            encoded = encoder.map(encode_tokens, out.fields)  # pyarrow releases the GIL
-            for counter, (field_codes, dictionary) in zip(counters, encoded, strict=True):
-                counter.add(dictionary, field_codes)
-                codes.append(field_codes)
-            store.append(np.stack(codes))  # (F, n)
-            if out.labels is not None:
-                labels.append(out.labels)
+            block = np.empty((len(fields), n), np.int32)  # (F, n) batch-local codes
+            # pyarrow and numpy release the GIL: the fields encode in parallel
+            list(encoder.map(encode, range(len(fields)), fields, [block] * len(fields)))
+            store.append(block)
+            if batch_labels is not None:
+                labels.append(batch_labels)
     return counters, (np.concatenate(labels) if labels else None)
+
+
+def _validated_fields(path: Path, raw, schema: Schema, layout, cfg: PrepareConfig,
+                      lines: RowLines, report: BadLineReport):
+    """The validating pass over one batch: its field tokens and labels, bad rows reported."""
+    lines.dropped.extend(b.line for b in raw.bad_rows)
+    out, rejected = transform_batch(raw.table, schema, layout)
+    bad = list(raw.bad_rows)
+    for r in rejected:
+        rows = r.rows if cfg.on_bad_lines == "skip" else r.rows[:1]
+        for i, row in enumerate(rows):
+            line = lines.line_of(raw.first_row + int(row))
+            bad.append(BadLine(line, r.kind, r.column, _describe(r.kind, r.values, i)))
+    _raise_or_record(path, bad, cfg.on_bad_lines, report)
+    return out.fields, out.labels
 
 
 def _write_splits(
@@ -204,7 +285,12 @@ def _write_splits(
     assignment: np.ndarray | None,
     split_names: tuple[str, ...],
 ) -> dict[str, dict[str, int]]:
-    """Map scratch codes to global ids and write X_<split>.npy / y_<split>.npy."""
+    """Map scratch codes to global ids and write X_<split>.npy / y_<split>.npy.
+
+    Every batch writes its rows of each split to their own place in the split files (known
+    from the assignment), so batches are written on parallel threads (numpy's gathers and
+    copies release the GIL), a bounded number at a time.
+    """
     n, num_fields = sum(store.rows), len(offsets)
     if assignment is None:
         assignment = np.zeros(n, np.int8)
@@ -213,22 +299,37 @@ def _write_splits(
         np.lib.format.open_memmap(tmp / f"X_{s}.npy", "w+", np.int32, (int(counts[k]), num_fields))
         for k, s in enumerate(split_names)
     ]
-    cursor = np.zeros(len(split_names), np.int64)
-    start = 0
-    for b, codes in enumerate(store):
-        rows = codes.shape[1]
-        block = np.empty((rows, num_fields), np.int32)  # (rows, F) global ids
+    starts = np.concatenate([[0], np.cumsum(store.rows)])
+    per_batch = np.array(  # (batches, splits) rows of each split in each batch
+        [np.bincount(assignment[a:b], minlength=len(split_names))
+         for a, b in zip(starts[:-1], starts[1:], strict=True)]
+    ).reshape(len(store.rows), len(split_names))
+    cursors = np.cumsum(per_batch, axis=0) - per_batch  # where each batch writes in each split
+
+    def write(b: int, codes: np.ndarray) -> None:
+        ids = np.empty_like(codes)  # (F, rows) global ids
         for j in range(num_fields):
-            block[:, j] = tables[j][b][codes[j]] + offsets[j]
-        where = assignment[start : start + rows]
+            lookup = (tables[j][b] + offsets[j]).astype(np.int32)
+            np.take(lookup, codes[j], out=ids[j])
+        # rows grouped by split, in file order within each split
+        order = np.argsort(assignment[starts[b] : starts[b + 1]], kind="stable")
+        at = 0
         for k, x in enumerate(xs):
-            part = block[where == k]
-            x[cursor[k] : cursor[k] + len(part)] = part
-            cursor[k] += len(part)
-        start += rows
+            rows = int(per_batch[b, k])
+            x[cursors[b, k] : cursors[b, k] + rows] = ids[:, order[at : at + rows]].T
+            at += rows
+
+    with ThreadPoolExecutor(WORKERS, thread_name_prefix="write") as pool:
+        pending = []
+        for b, codes in enumerate(store):
+            pending.append(pool.submit(write, b, codes))
+            if len(pending) > 2 * WORKERS:  # bounds the spilled blocks read ahead
+                pending.pop(0).result()
+        for future in pending:
+            future.result()
     for x in xs:
         x.flush()
-    del xs
+    xs.clear()  # closes the memory maps
     num_positive = {}
     for k, s in enumerate(split_names):
         if labels is not None:
@@ -301,16 +402,22 @@ def prepare(
         sha256 = sha256_in_background(path)
         report = BadLineReport()
         store = CodeStore(tmp / "codes.scratch", schema.num_fields)
-        counters, labels = _parse(path, schema, layout, cfg, store, report)
+        try:
+            counters, labels = _parse(path, schema, layout, cfg, store, report,
+                                      fast=schema.name == "criteo")
+        except FastPathUnavailable:  # something to report: the validating pass names it
+            store.close()
+            store = CodeStore(tmp / "codes.scratch", schema.num_fields)
+            counters, labels = _parse(path, schema, layout, cfg, store, report)
         n = sum(store.rows)
         if n == 0:
             raise DataFormatError(path, "no data rows", kind="empty_file")
 
         if base is None:
-            built = [
-                c.build(None if name in schema.unthresholded_fields else cfg.threshold)
-                for c, name in zip(counters, schema.fields, strict=True)
-            ]
+            thresholds = [None if name in schema.unthresholded_fields else cfg.threshold
+                          for name in schema.fields]
+            with ThreadPoolExecutor(WORKERS, thread_name_prefix="vocab") as pool:
+                built = list(pool.map(TokenCounter.build, counters, thresholds))
             vocab = Vocabulary(schema.fields, [b[0] for b in built], [b[1] for b in built])
             tables = [b[2] for b in built]
             assignment, split_names = split_assignment(n, cfg.seed), SPLITS

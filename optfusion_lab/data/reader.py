@@ -29,6 +29,7 @@ from .errors import BadLine, DataFormatError
 from .schemas import Schema
 
 BLOCK_SIZE = 1 << 24  # bytes per parsed block; about 65k Criteo rows
+PARSE_CHUNK = 1 << 20  # the fast parse reads a block in pieces of this size (cache-friendly)
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,10 @@ class RowLines:
             k = shifted
 
 
+class FastPathUnavailable(Exception):
+    """The input holds something the fast parse does not take; the validating parse must run."""
+
+
 @dataclass
 class RawBatch:
     table: pa.RecordBatch  # string columns, named by the schema
@@ -233,6 +238,144 @@ def iter_raw_batches(
     finally:
         source.close()
         raw.close()
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def _buffers(source, block_size: int) -> Iterator[bytes]:
+    """The buffers pyarrow's CSV reader hands to its chunker: reads of ``block_size`` bytes, the
+    UTF-8 byte order mark dropped from the first, and the LF of a CR LF split between two reads
+    dropped from the second (then an empty buffer ends the stream, as it does in pyarrow)."""
+    first, trailing_cr = True, False
+    while buffer := source.read(block_size):
+        start = 0
+        if first:
+            start = len(_BOM) if buffer.startswith(_BOM) else 0
+            first = False
+        if trailing_cr and buffer[start : start + 1] == b"\n":
+            start += 1
+        trailing_cr = buffer.endswith(b"\r")
+        if start == len(buffer):
+            return
+        yield buffer[start:] if start else buffer
+
+
+def _skip_lines(buffer: bytes, count: int) -> bytes:
+    """``buffer`` after its first ``count`` lines (CR LF, CR or LF each end one line)."""
+    position = 0
+    for _ in range(count):
+        ends = [i for i in (buffer.find(b"\n", position), buffer.find(b"\r", position)) if i >= 0]
+        if not ends:
+            raise FastPathUnavailable("the header does not fit in the first block")
+        end = min(ends)
+        position = end + (2 if buffer[end : end + 2] == b"\r\n" else 1)
+    return buffer[position:]
+
+
+def iter_blocks(path: Path, layout: Layout, block_size: int) -> Iterator[tuple[bytes, int]]:
+    """The raw text of ``path`` cut into the blocks that :func:`iter_raw_batches` parses into
+    one record batch each, with the header lines removed; also the (compressed) bytes read.
+
+    pyarrow's streaming reader cuts a block after the last line end of each read of
+    ``block_size`` bytes and parses the final read whole. Cutting the same way here keeps every
+    batch, hence every batch dictionary and every id, the same while a block is parsed in
+    cache-sized pieces (on pyarrow's threads). A block that pyarrow would handle differently (a
+    line longer than a read, a byte order mark where a block starts) raises
+    :class:`FastPathUnavailable`.
+    """
+    raw = pa.OSFile(str(path), "rb")
+    source = pa.CompressedInputStream(raw, "gzip") if is_gzip(path) else raw
+    try:
+        buffers = _buffers(source, block_size)
+        current = next(buffers, None)
+        if current is not None and layout.header_lines:
+            current = _skip_lines(current, layout.header_lines)
+        partial = b""
+        while current is not None:
+            following = next(buffers, None)
+            if following is None:  # the final read is parsed whole
+                block = partial + current
+                if block:
+                    yield _checked(block), raw.tell()
+                return
+            cut = max(current.rfind(b"\n"), current.rfind(b"\r")) + 1
+            if cut == 0:
+                if current:
+                    raise FastPathUnavailable("a line is longer than a block")
+            else:
+                yield _checked(partial + memoryview(current)[:cut]), raw.tell()  # one copy
+                partial = current[cut:]
+            current = following
+    finally:
+        source.close()
+        raw.close()
+
+
+def _checked(block: bytes) -> bytes:
+    if block.startswith(_BOM):  # pyarrow would drop it when parsing the block alone
+        raise FastPathUnavailable("a block starts with a byte order mark")
+    return block
+
+
+def iter_fast_batches(
+    path: Path,
+    layout: Layout,
+    columns: list[str],
+    integer_columns: tuple[str, ...],
+    on_progress=lambda position: None,
+) -> Iterator[RawBatch]:
+    """The batches of :func:`iter_raw_batches` (the same rows in each), parsed without its
+    checks: a row of the wrong width or text that does not parse raises
+    :class:`FastPathUnavailable`, for the validating parse to report.
+
+    Each block is parsed in pieces of ``PARSE_CHUNK`` bytes on pyarrow's CPU pool, so columns
+    come as chunked arrays. ``integer_columns`` are parsed as int64 where pyarrow's integer
+    parser reads every value as the reference's float cast does: it also reads 0x... and trims
+    blanks, so a block holding an x or a blank reads them as strings.
+    """
+    blanks = (b" ", b"x", b"X") + ((b"\t",) if layout.delimiter != "\t" else ())
+    read_options = pa_csv.ReadOptions(
+        column_names=list(layout.file_columns), use_threads=True, block_size=PARSE_CHUNK
+    )
+    parse_options = pa_csv.ParseOptions(
+        delimiter=layout.delimiter, quote_char=False, ignore_empty_lines=False
+    )
+
+    def convert_options(integers: bool) -> pa_csv.ConvertOptions:
+        return pa_csv.ConvertOptions(
+            include_columns=columns,
+            column_types={
+                c: pa.int64() if integers and c in integer_columns else pa.string()
+                for c in columns
+            },
+            strings_can_be_null=True,  # as iter_raw_batches reads them
+            quoted_strings_can_be_null=True,
+        )
+
+    typed, untyped = convert_options(True), convert_options(False)
+
+    def parse() -> Iterator[tuple[pa.Table, int]]:
+        for block, position in iter_blocks(path, layout, BLOCK_SIZE):
+            integers = bool(integer_columns) and not any(b in block for b in blanks)
+            try:
+                try:
+                    table = pa_csv.read_csv(pa.py_buffer(block), read_options, parse_options,
+                                            typed if integers else untyped)
+                except pa.ArrowInvalid:
+                    if not integers:
+                        raise
+                    table = pa_csv.read_csv(pa.py_buffer(block), read_options, parse_options,
+                                            untyped)  # e.g. integers written as 260.0
+            except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+                raise FastPathUnavailable(str(exc)) from exc
+            yield table, position
+
+    first_row = 0
+    for table, position in _read_ahead(parse()):
+        on_progress(position)
+        yield RawBatch(table, first_row, [])
+        first_row += table.num_rows
 
 
 def _read_ahead(items: Iterator, depth: int = 1) -> Iterator:

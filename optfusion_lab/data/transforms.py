@@ -63,6 +63,17 @@ def _reject(mask: np.ndarray, column: pa.Array, kind: str, name: str) -> Rejecte
     return Rejected(rows, kind, name, values)
 
 
+def int64_values(column: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
+    """The values of an int64 ``column`` (entries under nulls undefined) and which are valid
+    (None when none is null), read from its buffers."""
+    values = np.frombuffer(column.buffers()[1], np.int64, len(column), column.offset * 8)
+    if column.null_count == 0:
+        return values, None
+    bits = np.frombuffer(column.buffers()[0], np.uint8)
+    valid = np.unpackbits(bits, count=column.offset + len(column), bitorder="little")
+    return values, valid[column.offset :].view(bool)
+
+
 def check_binary_label(column: pa.Array, name: str) -> tuple[np.ndarray, Rejected | None]:
     ok = pc.fill_null(pc.is_in(column, value_set=_BINARY_LABELS), False)
     ok = ok.to_numpy(zero_copy_only=False)
@@ -98,13 +109,39 @@ def parse_numbers(column: pa.Array, name: str) -> tuple[np.ndarray, Rejected | N
     return values, _reject(~ok, column, "non_numeric", name)
 
 
-def criteo_integer_tokens(values: np.ndarray) -> pa.Array:
-    """The reference transform of a Criteo integer field (see the module docstring)."""
-    missing = np.isnan(values)
+def criteo_integer_token_values(values: np.ndarray) -> np.ndarray:
+    """The reference transform of Criteo integer values (float64) -> int64 tokens."""
     with np.errstate(invalid="ignore"):
         log_squared = np.floor(np.log(np.where(values > 2, values, 3.0)) ** 2)
         tokens = np.where(values > 2, log_squared, np.trunc(np.nan_to_num(values)))
-    return pa.array(tokens.astype(np.int64), mask=missing)
+    return tokens.astype(np.int64)
+
+
+def criteo_integer_tokens(values: np.ndarray) -> pa.Array:
+    """The reference transform of a Criteo integer field (see the module docstring)."""
+    return pa.array(criteo_integer_token_values(values), mask=np.isnan(values))
+
+
+_LOOKUP_SIZE = 1 << 16  # integers 0 .. _LOOKUP_SIZE - 1 take their token from a table
+_lookup: list[np.ndarray] = []  # filled on first use
+
+
+def criteo_integer_tokens_of_ints(values: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """:func:`criteo_integer_token_values` of int64 ``values`` (pyarrow's integer parse).
+
+    The same tokens as the reference's float parse: a decimal integer and its int64 value
+    convert to the same (nearest) float64. Entries where ``valid`` is False are don't-cares.
+    Small non-negative values, nearly all of them in Criteo, are looked up in a table made by
+    the reference transform itself; the rest go through it directly.
+    """
+    if not _lookup:
+        _lookup.append(criteo_integer_token_values(np.arange(_LOOKUP_SIZE, dtype=np.float64)))
+    inside = (values >= 0) & (values < _LOOKUP_SIZE)
+    tokens = _lookup[0][np.where(inside, values, 0)]
+    outside = ~inside if valid is None else ~inside & valid
+    if outside.any():
+        tokens[outside] = criteo_integer_token_values(values[outside].astype(np.float64))
+    return tokens
 
 
 def avazu_time_fields(column: pa.Array, name: str) -> tuple[list[pa.Array], Rejected | None]:

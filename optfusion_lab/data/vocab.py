@@ -34,13 +34,36 @@ def encode_tokens(tokens: pa.Array) -> tuple[np.ndarray, pa.Array]:
         if high - low < 4 * len(tokens):
             codes = np.zeros(len(values), np.int32)  # code 0 = missing
             codes[present] = (values[present] - low + 1).astype(np.int32)
-            entries = pa.array(np.arange(low - 1, high + 1, dtype=np.int64))
-            dictionary = pc.if_else(pa.array(np.arange(len(entries)) > 0), entries, None)
-            return codes, dictionary
+            return codes, _range_dictionary(low, high)
     encoded = pc.dictionary_encode(tokens, null_encoding="encode")
     return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False), (
         encoded.dictionary
     )
+
+
+def _range_dictionary(low: int, high: int) -> pa.Array:
+    """The dictionary of the small-integer codes: null (code 0), then low .. high."""
+    entries = pa.array(np.arange(low - 1, high + 1, dtype=np.int64))
+    return pc.if_else(pa.array(np.arange(len(entries)) > 0), entries, None)
+
+
+_EXACT = 1 << 53  # integers of smaller magnitude are exact in float64
+
+
+def encode_integer_tokens(tokens: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray,
+                                                                               pa.Array]:
+    """:func:`encode_tokens` of the int64 ``tokens`` (null where ``valid`` is False), without
+    building the arrow array in the common case: the same codes and dictionary."""
+    n = len(tokens)
+    if n and (valid is None or valid.any()):
+        present = tokens if valid is None else tokens[valid]
+        low, high = int(present.min()), int(present.max())
+        if high - low < 4 * n and -_EXACT < low and high < _EXACT:
+            codes = (tokens - (low - 1)).astype(np.int32)
+            if valid is not None:
+                codes[~valid] = 0  # code 0 = missing
+            return codes, _range_dictionary(low, high)
+    return encode_tokens(pa.array(tokens, mask=None if valid is None else ~valid))
 
 
 class TokenCounter:
