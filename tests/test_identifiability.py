@@ -100,9 +100,9 @@ def test_the_loss_cannot_tell_the_teachers_edges_from_a_superset():
 
 
 def test_chance_baseline_of_the_teacher_scores():
-    """The chance comparison the recovery figures use: random genotypes with the same number of
-    active edges, all derivable; the teacher itself beats them on edges, and a random one of
-    them sits inside chance."""
+    """The chance comparison the recovery figures use: random genotypes with as many live edges,
+    every edge live; the teacher itself beats them on edges, and a random one of them sits
+    inside chance."""
     randoms = random_genotypes(TEACHER_GENOTYPE, 200, seed=0)
     assert len(randoms) == 200
     assert {len(g.edges) for g in randoms} == {len(TEACHER_GENOTYPE.edges)}
