@@ -30,12 +30,8 @@ from collections.abc import Collection, Sequence
 
 import torch
 
+from optfusion_lab.fusion.gates import flat_dot as _dot
 from optfusion_lab.fusion.gates import straight_through_mask
-
-
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``sum(a * b)`` over every element, without an (a * b) temporary."""
-    return torch.dot(a.reshape(-1), b.reshape(-1))
 
 
 class GatedSum(torch.autograd.Function):

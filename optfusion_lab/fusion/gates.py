@@ -29,6 +29,11 @@ class StraightThroughGate(torch.autograd.Function):
         return grad_output
 
 
+def flat_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``sum(a * b)`` over every element, without an (a * b) temporary."""
+    return torch.dot(a.reshape(-1), b.reshape(-1))
+
+
 def straight_through_gate(alpha: torch.Tensor) -> torch.Tensor:
     """``StraightThroughGate.apply(alpha)``: hard 0/1 gates whose gradient reaches ``alpha``."""
     return StraightThroughGate.apply(alpha)
@@ -75,8 +80,7 @@ class StraightThroughMix(torch.autograd.Function):
         weights, *outputs = ctx.saved_tensors
         grad_weights = None
         if ctx.needs_input_grad[1]:
-            grad_weights = torch.stack([torch.dot(y.reshape(-1), grad_output.reshape(-1))
-                                        for y in outputs])  # (ops,)
+            grad_weights = torch.stack([flat_dot(y, grad_output) for y in outputs])  # (ops,)
         grad_outputs = [grad_output * w if needs else None
                         for w, needs in zip(weights.unbind(), ctx.needs_input_grad[2:],
                                             strict=True)]

@@ -190,9 +190,8 @@ def score_genotype(found: Genotype, truth: Genotype = TEACHER_GENOTYPE) -> Genot
     scores = _edge_scores(set(found.live_edges()), set(truth.live_edges()), truth.graph.edges)
     both = compared_nodes(found, truth)
     same = sum(found.choice(n).operation == truth.choice(n).operation for n in both)
-    graph = truth.graph
-    found_mask = np.array([[e in set(found.live_edges()) for e in graph.edges]])
-    renamed = renamed_hits(found_mask, _live_mask(truth), graph.layer_renamings)[0]
+    renamed = renamed_hits(_live_mask(found)[None], _live_mask(truth),
+                           truth.graph.layer_renamings)[0]
     return GenotypeScore(*scores, same / len(both), float(renamed / len(truth.live_edges())))
 
 

@@ -48,9 +48,8 @@ def _completed(stored: Mapping, now: Mapping) -> dict:
     for section, options in ADDED_OPTIONS.items():
         if isinstance(stored.get(section), dict) and isinstance(now.get(section), Mapping):
             for name, before in options.items():
-                if name not in stored[section] and now[section].get(name, before) == before:
-                    if name in now[section]:
-                        stored[section][name] = now[section][name]
+                if name not in stored[section] and now[section].get(name, None) == before:
+                    stored[section][name] = before
     return stored
 
 
