@@ -421,6 +421,25 @@ def test_prepare_command_does_not_import_torch(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
+def test_prepare_in_its_own_process_skips_pandas_and_writes_the_same_dataset(tmp_path):
+    """The console script tells pyarrow that pandas is absent (its import is a tenth of
+    preparing 1M rows); the dataset is the same bytes, and a caller's process keeps pandas."""
+    raw = write_tsv(tmp_path / "c.tsv", many_criteo_rows(200))
+    args = ["prepare", "--dataset", "criteo", "--input", str(raw)]
+    code = (
+        "import sys; from optfusion_lab.cli import main; "
+        f"rc = main({args + ['--out', str(tmp_path / 'own')]!r}, own_process=True); "
+        "assert rc == 0; assert 'pandas' not in sys.modules, 'pandas was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    assert cli_main(args + ["--out", str(tmp_path / "here")]) == 0  # in this process
+    import pyarrow as pa
+
+    assert pa.table({"a": [1]}).to_pandas().shape == (1, 1)  # pyarrow still finds pandas here
+    for name in ("X_train.npy", "X_valid.npy", "X_test.npy", "y_train.npy", "vocab.parquet"):
+        assert (tmp_path / "own" / name).read_bytes() == (tmp_path / "here" / name).read_bytes()
+
+
 def test_codes_spilled_to_scratch_give_the_same_dataset(tmp_path, monkeypatch):
     import importlib
 

@@ -243,37 +243,56 @@ def iter_raw_batches(
 _BOM = b"\xef\xbb\xbf"
 
 
-def _buffers(source, block_size: int) -> Iterator[bytes]:
+def _buffers(source, block_size: int) -> Iterator[memoryview]:
     """The buffers pyarrow's CSV reader hands to its chunker: reads of ``block_size`` bytes, the
     UTF-8 byte order mark dropped from the first, and the LF of a CR LF split between two reads
-    dropped from the second (then an empty buffer ends the stream, as it does in pyarrow)."""
+    dropped from the second (then an empty buffer ends the stream, as it does in pyarrow).
+
+    The reads go into two buffers in turn, allocated once (fresh memory costs the kernel a
+    zeroed page per 4 KiB): a yielded view is valid until the next but one is yielded."""
     first, trailing_cr = True, False
-    while buffer := source.read(block_size):
+    pair, turn = (bytearray(block_size), bytearray(block_size)), 0
+    while True:
+        view = memoryview(pair[turn])
+        length = source.readinto(view)
+        if not length:
+            return
+        view, turn = view[:length], 1 - turn
         start = 0
         if first:
-            start = len(_BOM) if buffer.startswith(_BOM) else 0
+            start = len(_BOM) if view[: len(_BOM)] == _BOM else 0
             first = False
-        if trailing_cr and buffer[start : start + 1] == b"\n":
+        if trailing_cr and view[start : start + 1] == b"\n":
             start += 1
-        trailing_cr = buffer.endswith(b"\r")
-        if start == len(buffer):
+        trailing_cr = view[-1:] == b"\r"
+        if start == len(view):
             return
-        yield buffer[start:] if start else buffer
+        yield view[start:]
 
 
-def _skip_lines(buffer: bytes, count: int) -> bytes:
+def _skip_lines(buffer, count: int) -> memoryview:
     """``buffer`` after its first ``count`` lines (CR LF, CR or LF each end one line)."""
-    position = 0
+    data, position = bytes(buffer[: 1 << 16]), 0  # a header is far shorter than this
     for _ in range(count):
-        ends = [i for i in (buffer.find(b"\n", position), buffer.find(b"\r", position)) if i >= 0]
+        ends = [i for i in (data.find(b"\n", position), data.find(b"\r", position)) if i >= 0]
         if not ends:
             raise FastPathUnavailable("the header does not fit in the first block")
         end = min(ends)
-        position = end + (2 if buffer[end : end + 2] == b"\r\n" else 1)
-    return buffer[position:]
+        position = end + (2 if data[end : end + 2] == b"\r\n" else 1)
+    return memoryview(buffer)[position:]
 
 
-def iter_blocks(path: Path, layout: Layout, block_size: int) -> Iterator[tuple[bytes, int]]:
+def _last_line_end(view: memoryview) -> int:
+    """Index just after the last CR or LF in ``view``, 0 if it has none."""
+    for width in (1 << 12, len(view)):  # lines are short: the last 4 KiB nearly always hold one
+        tail = bytes(view[-width:])
+        end = max(tail.rfind(b"\n"), tail.rfind(b"\r"))
+        if end >= 0:
+            return len(view) - len(tail) + end + 1
+    return 0
+
+
+def iter_blocks(path: Path, layout: Layout, block_size: int) -> Iterator[tuple[memoryview, int]]:
     """The raw text of ``path`` cut into the blocks that :func:`iter_raw_batches` parses into
     one record batch each, with the header lines removed; also the (compressed) bytes read.
 
@@ -282,38 +301,43 @@ def iter_blocks(path: Path, layout: Layout, block_size: int) -> Iterator[tuple[b
     batch, hence every batch dictionary and every id, the same while a block is parsed in
     cache-sized pieces (on pyarrow's threads). A block that pyarrow would handle differently (a
     line longer than a read, a byte order mark where a block starts) raises
-    :class:`FastPathUnavailable`.
+    :class:`FastPathUnavailable`. A yielded block is a view of a buffer that the next block
+    reuses.
     """
     raw = pa.OSFile(str(path), "rb")
     source = pa.CompressedInputStream(raw, "gzip") if is_gzip(path) else raw
+    block = bytearray(2 * block_size)  # the rest of the previous read, then this read's lines
     try:
         buffers = _buffers(source, block_size)
         current = next(buffers, None)
         if current is not None and layout.header_lines:
             current = _skip_lines(current, layout.header_lines)
-        partial = b""
+        partial = 0  # bytes at the start of ``block`` carried over from the previous read
         while current is not None:
             following = next(buffers, None)
             if following is None:  # the final read is parsed whole
-                block = partial + current
-                if block:
-                    yield _checked(block), raw.tell()
+                block[partial : partial + len(current)] = current
+                if partial + len(current):
+                    yield _checked(memoryview(block)[: partial + len(current)]), raw.tell()
                 return
-            cut = max(current.rfind(b"\n"), current.rfind(b"\r")) + 1
+            cut = _last_line_end(current)
             if cut == 0:
                 if current:
                     raise FastPathUnavailable("a line is longer than a block")
             else:
-                yield _checked(partial + memoryview(current)[:cut]), raw.tell()  # one copy
-                partial = current[cut:]
+                block[partial : partial + cut] = current[:cut]
+                yield _checked(memoryview(block)[: partial + cut]), raw.tell()
+                rest = current[cut:]  # after the consumer is done with the block
+                block[: len(rest)] = rest
+                partial = len(rest)
             current = following
     finally:
         source.close()
         raw.close()
 
 
-def _checked(block: bytes) -> bytes:
-    if block.startswith(_BOM):  # pyarrow would drop it when parsing the block alone
+def _checked(block: memoryview) -> memoryview:
+    if block[: len(_BOM)] == _BOM:  # pyarrow would drop it when parsing the block alone
         raise FastPathUnavailable("a block starts with a byte order mark")
     return block
 
@@ -357,7 +381,9 @@ def iter_fast_batches(
 
     def parse() -> Iterator[tuple[pa.Table, int]]:
         for block, position in iter_blocks(path, layout, BLOCK_SIZE):
-            integers = bool(integer_columns) and not any(b in block for b in blanks)
+            text = block.obj  # the block is the start of this bytearray
+            integers = bool(integer_columns) and not any(
+                text.find(b, 0, len(block)) >= 0 for b in blanks)
             try:
                 try:
                     table = pa_csv.read_csv(pa.py_buffer(block), read_options, parse_options,
