@@ -30,6 +30,7 @@ from optfusion_lab.fusion import (
     OPERATIONS,
     MixedFusion,
     build_operation,
+    gated,
     stack_attention_nets,
     straight_through_gate,
 )
@@ -97,11 +98,23 @@ def assert_same(net: nn.Module, x, y, dtype) -> dict:
     return new
 
 
+@pytest.fixture(params=["skipping", "multiplying"])
+def gating(request, monkeypatch):
+    """Both ways the fused nodes apply 0/1 coefficients (``gated._flags``): skipping inactive
+    inputs, with an active input as its own PROD factor (CPU), and multiplying by the
+    coefficients (CUDA, torch.compile)."""
+    if request.param == "multiplying":
+        monkeypatch.setattr(gated, "_flags", lambda coeffs: None)
+    else:
+        assert gated._flags(torch.tensor([1.0, 0.0])) == [True, False]
+    return request.param
+
+
 @pytest.mark.parametrize("arch", ["on", "gated-off", "dead"])
 @pytest.mark.parametrize(("ops", "dtype"), [*((ops, torch.float64) for ops in OPERATION_SETS),
                                              ("all", torch.float32), ("all-lite", torch.float32)])
 @pytest.mark.parametrize("shallow", ["cross", "crossv2", "cin"])
-def test_search_supernet_equals_the_frozen_code(shallow, ops, arch, dtype):
+def test_search_supernet_equals_the_frozen_code(shallow, ops, arch, dtype, gating):
     seed = len(ops) + len(arch)
     net = supernet(seed, dtype, shallow=shallow, operations=OPERATION_SETS[ops])
     set_alpha(net, arch, seed)
@@ -144,7 +157,7 @@ def test_derived_models_equal_the_frozen_code(selection, shallow):
 
 @pytest.mark.parametrize("name", [*OPERATIONS, "att-lite"])
 @pytest.mark.parametrize("fed", [None, (1.0, 0.0, 1.0), (0.0, 0.0, 0.0)])
-def test_single_operations_and_the_mixed_node_equal_the_frozen_code(name, fed):
+def test_single_operations_and_the_mixed_node_equal_the_frozen_code(name, fed, gating):
     torch.manual_seed(7)
     k, dim = 3, 6
     op = build_operation(name, k, dim).double()

@@ -41,26 +41,59 @@ class GatedSum(torch.autograd.Function):
     def forward(ctx, gates: torch.Tensor, coeffs: torch.Tensor, *inputs: torch.Tensor):
         ctx.num_inputs = len(inputs)
         ctx.save_for_backward(gates, *inputs)
-        total = inputs[0] * coeffs[0]  # (B, d)
-        for c, x in zip(coeffs.unbind()[1:], inputs[1:], strict=True):
-            total.addcmul_(x, c)  # total += c_j x_j
-        return total
+        return _gated_sum(inputs, coeffs, _flags(coeffs))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         return _sum_product_backward(ctx, grad, None)
 
 
-def _factor(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """PROD's factor of one input: ``c x + (1 - c)`` (x if active, the neutral 1 if not)."""
-    return torch.addcmul(1 - c, x, c)
+def _flags(coeffs: torch.Tensor) -> list[bool] | None:
+    """Which inputs are active, where every coefficient is exactly 0 or 1 and reading them is
+    free (a CPU tensor, outside torch.compile); None otherwise. With the flags, an inactive
+    input is skipped instead of multiplied by 0, and an active one is its own PROD factor:
+    the same values without a (B, d) product and copy per input."""
+    if coeffs.device.type != "cpu" or torch.compiler.is_compiling():
+        return None
+    values = coeffs.tolist()
+    return [v == 1.0 for v in values] if all(v in (0.0, 1.0) for v in values) else None
 
 
-def _product(factors: list[torch.Tensor]) -> torch.Tensor:
-    if len(factors) == 1:
-        return factors[0].clone()
-    out = factors[0] * factors[1]  # (B, d)
-    for factor in factors[2:]:
+def _gated_sum(inputs: Sequence[torch.Tensor], coeffs: torch.Tensor,
+               active: list[bool] | None) -> torch.Tensor:
+    """``sum_j c_j x_j`` (B, d), a new tensor."""
+    if active is None:
+        total = inputs[0] * coeffs[0]
+        for c, x in zip(coeffs.unbind()[1:], inputs[1:], strict=True):
+            total.addcmul_(x, c)  # total += c_j x_j
+        return total
+    on = [x for x, a in zip(inputs, active, strict=True) if a]
+    if not on:
+        return torch.zeros_like(inputs[0])
+    total = on[0].clone() if len(on) == 1 else torch.add(on[0], on[1])
+    for x in on[2:]:
+        total.add_(x)
+    return total
+
+
+def _factors(inputs: Sequence[torch.Tensor], coeffs: torch.Tensor,
+             active: list[bool] | None) -> list[torch.Tensor | None]:
+    """PROD's factor of every input, ``c x + (1 - c)``: x if active, the neutral 1 if not.
+    With the flags of :func:`_flags` an active input is its own factor and None stands for 1."""
+    if active is None:
+        return [torch.addcmul(1 - c, x, c) for c, x in zip(coeffs.unbind(), inputs, strict=True)]
+    return [x if a else None for x, a in zip(inputs, active, strict=True)]
+
+
+def _product(factors: list[torch.Tensor | None], like: torch.Tensor) -> torch.Tensor:
+    """The product of the factors (None: 1), a new tensor shaped like ``like``."""
+    present = [f for f in factors if f is not None]
+    if not present:
+        return torch.ones_like(like)
+    if len(present) == 1:
+        return present[0].clone()
+    out = present[0] * present[1]  # (B, d)
+    for factor in present[2:]:
         out.mul_(factor)
     return out
 
@@ -76,16 +109,18 @@ def _sum_product_backward(ctx, grad_sum, grad_product):
     needs_gates, needs_inputs = ctx.needs_input_grad[0], ctx.needs_input_grad[2:]
     suffix = [grad_product] * k  # suffix[j] = grad_product * prod_{i > j} f_i
     if grad_product is not None:
-        for j in range(k - 1, 0, -1):
-            suffix[j - 1] = suffix[j] * factors[j]
-    grad_gates, grad_inputs, prefix = [], [], None  # prefix = prod_{i < j} f_i
+        for j in range(k - 1, 0, -1):  # a factor None is 1: the suffix is the next one's
+            suffix[j - 1] = suffix[j] if factors[j] is None else suffix[j] * factors[j]
+    grad_gates, grad_inputs = [], []
+    prefix, prefix_mine = None, False  # prefix = prod_{i < j} f_i (None: 1)
     for j, (g, x) in enumerate(zip(gates.unbind(), inputs, strict=True)):
         total, own, dot_offset = grad_sum, False, None
         if grad_product is not None:
             partial = suffix[j]  # (B, d): P_j once multiplied by the prefix
-            mine = partial is not grad_product  # a tensor of ours, free to change in place
+            # a tensor of ours that no later input reads: free to change in place
+            mine = partial is not grad_product and (j == k - 1 or suffix[j + 1] is not partial)
             out = {"out": partial} if mine else {}
-            if prefix is None:  # j = 0: P_0 is the suffix
+            if prefix is None:  # a prefix of 1 (j = 0, or inactive inputs): P_j is the suffix
                 if needs_gates:
                     dot_offset = partial.sum()
                 total, own = partial, mine
@@ -99,11 +134,13 @@ def _sum_product_backward(ctx, grad_sum, grad_product):
                 else:
                     total = torch.addcmul(grad_sum, partial, prefix, **out)  # grad_sum + P_j
                 own = True
-            if j < k - 1:
-                if prefix is None or prefix is factors[0]:
-                    prefix = factors[j] if prefix is None else prefix * factors[j]
-                else:
+            if j < k - 1 and factors[j] is not None:
+                if prefix is None:
+                    prefix = factors[j]  # saved for the backward pass: never changed in place
+                elif prefix_mine:
                     prefix.mul_(factors[j])
+                else:
+                    prefix, prefix_mine = prefix * factors[j], True
         if needs_gates:
             dot = _dot(x, total)
             grad_gates.append(dot if dot_offset is None else dot - dot_offset)
@@ -123,10 +160,10 @@ class GatedProduct(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, gates: torch.Tensor, coeffs: torch.Tensor, *inputs: torch.Tensor):
-        factors = [_factor(x, c) for c, x in zip(coeffs.unbind(), inputs, strict=True)]
+        factors = _factors(inputs, coeffs, _flags(coeffs))
         ctx.num_inputs = len(inputs)
         ctx.save_for_backward(gates, *inputs, *factors)
-        return _product(factors)
+        return _product(factors, inputs[0])
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -140,15 +177,11 @@ class GatedSumProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gates: torch.Tensor, coeffs: torch.Tensor, *inputs: torch.Tensor):
         ctx.set_materialize_grads(False)  # an unused output's gradient stays None
-        c = coeffs.unbind()
-        total = inputs[0] * c[0]  # (B, d)
-        factors = [_factor(inputs[0], c[0])]
-        for c_j, x in zip(c[1:], inputs[1:], strict=True):
-            total.addcmul_(x, c_j)  # total += c_j x_j
-            factors.append(_factor(x, c_j))
+        active = _flags(coeffs)
+        factors = _factors(inputs, coeffs, active)
         ctx.num_inputs = len(inputs)
         ctx.save_for_backward(gates, *inputs, *factors)
-        return total, _product(factors)
+        return _gated_sum(inputs, coeffs, active), _product(factors, inputs[0])
 
     @staticmethod
     def backward(ctx, grad_sum: torch.Tensor | None, grad_product: torch.Tensor | None):
