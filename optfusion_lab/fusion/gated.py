@@ -112,13 +112,15 @@ def _sum_product_backward(ctx, grad_sum, grad_product):
         for j in range(k - 1, 0, -1):  # a factor None is 1: the suffix is the next one's
             suffix[j - 1] = suffix[j] if factors[j] is None else suffix[j] * factors[j]
     grad_gates, grad_inputs = [], []
+    ones = _flags(gates)  # which gates are 1, where all are 0 or 1 (see _flags)
     prefix, prefix_mine = None, False  # prefix = prod_{i < j} f_i (None: 1)
     for j, (g, x) in enumerate(zip(gates.unbind(), inputs, strict=True)):
         total, own, dot_offset = grad_sum, False, None
         if grad_product is not None:
             partial = suffix[j]  # (B, d): P_j once multiplied by the prefix
-            # a tensor of ours that no later input reads: free to change in place
-            mine = partial is not grad_product and (j == k - 1 or suffix[j + 1] is not partial)
+            # a tensor of ours that no other input reads (or was given): free to change in place
+            mine = partial is not grad_product and all(
+                suffix[i] is not partial for i in (j - 1, j + 1) if 0 <= i < k)
             out = {"out": partial} if mine else {}
             if prefix is None:  # a prefix of 1 (j = 0, or inactive inputs): P_j is the suffix
                 if needs_gates:
@@ -144,10 +146,13 @@ def _sum_product_backward(ctx, grad_sum, grad_product):
         if needs_gates:
             dot = _dot(x, total)
             grad_gates.append(dot if dot_offset is None else dot - dot_offset)
-        if needs_inputs[j]:
-            grad_inputs.append(total.mul_(g) if own else total * g)
+        if not needs_inputs[j] or (ones is not None and not ones[j]):
+            grad_inputs.append(None)  # (a gate of 0: a gradient of 0)
+        elif ones is not None:  # a gate of 1: the gradient is total, if no other input has it
+            given = any(total is t for t in grad_inputs)  # autograd may add to it in place
+            grad_inputs.append(total if own or not given else total.clone())
         else:
-            grad_inputs.append(None)
+            grad_inputs.append(total.mul_(g) if own else total * g)
     return (torch.stack(grad_gates) if needs_gates else None), None, *grad_inputs
 
 
