@@ -75,7 +75,7 @@ from optfusion_lab.data.synthetic import generate, write
 from optfusion_lab.fusion_search import SearchConfig, search
 from optfusion_lab.models import ModelConfig, build_model
 from optfusion_lab.models.supernet import FusionNetwork, SupernetConfig
-from optfusion_lab.train import TrainConfig, fit
+from optfusion_lab.train import TrainConfig, fit, keep_freed_memory
 
 DATA_DIR = Path(__file__).resolve().parent / "_data"
 CHEAP = ("add", "prod")
@@ -384,6 +384,8 @@ def main() -> None:
         args.flop_batch_size, args.steps, args.repeats, args.flop_repeats = 256, 2, 3, 2
     args.flop_batch_size = args.flop_batch_size or args.batch_size
     torch.set_num_threads(args.threads)
+    # as fit() and cost.step_seconds do on the CPU; process-wide, so every model gets it
+    print(f"freed memory kept for reuse: {keep_freed_memory()}")
     data = dataset(args.rows)
     d = data.num_fields * args.embed_dim
     print(f"data: {args.rows:,} rows, F={data.num_fields}, {data.num_features:,} features; "

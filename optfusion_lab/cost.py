@@ -26,7 +26,7 @@ from .data.dataset import PreparedData
 from .data.loader import BatchLoader
 from .models import ModelConfig, build_model
 from .models.supernet import FusionNetwork, SupernetConfig
-from .train import JointOptimizer, TrainConfig, make_optimizer, resolve_device
+from .train import JointOptimizer, TrainConfig, keep_freed_memory, make_optimizer, resolve_device
 
 
 def reference_dcn_config(num_fields: int, embed_dim: int) -> ModelConfig:
@@ -62,6 +62,8 @@ def step_seconds(
     if steps < 1 or warmup < 0:
         raise ValueError(f"steps must be >= 1 and warmup >= 0, got {steps}, {warmup}")
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        keep_freed_memory()
     cfg = TrainConfig(batch_size=batch_size, device=device, progress=False)
     model.to(dev).train()
     optimizer = training_step_optimizer(model, cfg, arch_lr)

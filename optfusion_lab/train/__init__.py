@@ -32,7 +32,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import DEVICES, HISTORY_COLUMNS, SUMMARY_METRICS, TrainConfig
-from .device import autocast, resolve_device, synchronize
+from .device import autocast, keep_freed_memory, resolve_device, synchronize
 from .events import Callback, EventStream, StopTraining, TrainState
 from .loop import FitResult, LoopState, TrainingDivergedError, fit
 from .metrics import as_tensor, binary_metrics, count_parameters, evaluate, predict_proba
@@ -96,6 +96,7 @@ __all__ = [
     "evaluate",
     "fit",
     "fit_seeds",
+    "keep_freed_memory",
     "learning_rates",
     "load_checkpoint",
     "load_run",

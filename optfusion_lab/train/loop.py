@@ -29,7 +29,7 @@ from optfusion_lab.distributed import distributed_rank_and_size
 
 from .checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint, seed_everything
 from .config import HISTORY_COLUMNS, TrainConfig
-from .device import autocast, resolve_device, synchronize
+from .device import autocast, keep_freed_memory, resolve_device, synchronize
 from .events import Callback, EventStream, TrainState
 from .metrics import as_tensor, count_parameters, evaluate
 from .optim import Optimizer, learning_rates, make_optimizer
@@ -193,6 +193,8 @@ def fit(
     """
     _check_data(data)
     device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        keep_freed_memory()
     stream = EventStream.of(callbacks)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     with torch_threads(cfg.threads):
