@@ -57,12 +57,15 @@ samples: $(STAMP)
 
 # Every benchmark script in benchmarks/ (each in its own process), collected into
 # benchmarks/results.json and the table benchmarks/RESULTS.md; bench-quick runs each script's
-# quick variant (under 5 minutes) into results-quick.json and RESULTS-quick.md.
+# quick variant (under 5 minutes) into results-quick.json and RESULTS-quick.md. The shared real
+# rows (for bench_settle's real-Criteo part) are looked for where .ci/run looks for them.
+REAL_SAMPLES := $(or $(OPTFUSION_REAL_SAMPLES),$(abspath ../shared/real_samples))
+
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	OPTFUSION_REAL_SAMPLES=$(REAL_SAMPLES) $(BIN)/python benchmarks/run_all.py
 
 bench-quick: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py --quick
+	OPTFUSION_REAL_SAMPLES=$(REAL_SAMPLES) $(BIN)/python benchmarks/run_all.py --quick
 
 clean:
 	rm -rf $(RUNS) .pytest_cache .ruff_cache
