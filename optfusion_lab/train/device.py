@@ -60,12 +60,13 @@ def keep_freed_memory() -> bool:
     A training step on the CPU allocates and frees the same large activations every step. By
     default glibc maps every block above its threshold (32 MB at most) afresh and unmaps it on
     free, and trims the heap's top, so the kernel zeroes and faults in every page again on the
-    next step: at batch 4096 the all-operations supernet took about 786k page faults and 4.5 s
-    of system time per 13 s step. With blocks up to 1 GiB served from the heap and no trimming,
-    a step reuses the previous step's pages (benchmarks/README.md has the figures). The cost is
-    that the process keeps its peak heap until it exits, which a training process reaches
-    anyway. The setting is process-wide and made once; :func:`optfusion_lab.train.fit` calls
-    it for CPU training.
+    next step: at batch 4096 the all-operations supernet took about 775k page faults and 5 s
+    of system time per 13-14 s step. With blocks up to 1 GiB served from the heap and no
+    trimming, a step reuses the previous step's pages: 33k faults and 9.3 s per step
+    (``benchmarks/memory_faults.py``; benchmarks/README.md has the table). The cost is that the
+    process keeps its peak heap until it exits (about 15 % more peak RSS there). The setting is
+    process-wide and made once; :func:`optfusion_lab.train.fit` and
+    :func:`optfusion_lab.cost.step_seconds` call it for CPU training.
     """
     name = ctypes.util.find_library("c")
     try:
