@@ -9,7 +9,8 @@ runs; the functions here compute each operation's use of the gated inputs direct
 - :class:`GatedProduct`: ``prod_j (c_j x_j + 1 - c_j)`` (PROD over the active inputs), and
   :class:`GatedSumProduct`, both in one pass (a node mixing ADD and PROD);
 - :class:`GatedStack`: the (k, B, d) tensor of ``c_j x_j`` (ATT's input for its batched
-  matmuls, and CONCAT's as a (B, k*d) copy), built once per node and shared by both.
+  matmuls, and CONCAT's as a (B, k*d) view: its memory is laid out (B, k, d)), built once per
+  node and shared by both.
 
 ``c_j = g_j * fed_j`` are the forward coefficients (``fed_j``: the input's source is fed, see
 :func:`gate_inputs`), constants for autograd. The backward pass is
@@ -195,14 +196,27 @@ class GatedSumProduct(torch.autograd.Function):
 
 class GatedStack(torch.autograd.Function):
     """The (k, B, d) tensor of ``c_j x_j``; backward ``d x_j = g_j G[j]``,
-    ``d g_j = <x_j, G[j]>``."""
+    ``d g_j = <x_j, G[j]>``.
+
+    Its memory is laid out (B, k, d), so that CONCAT's (B, k*d) matrix is a view of it, not a
+    copy; the batched matmuls of ATT read the (k, B, d) view as it is (row stride k*d)."""
 
     @staticmethod
     def forward(ctx, gates: torch.Tensor, coeffs: torch.Tensor, *inputs: torch.Tensor):
         ctx.save_for_backward(gates, *inputs)
-        out = inputs[0].new_empty(len(inputs), *inputs[0].shape)  # (k, B, d)
+        if torch.compiler.is_compiling():  # (no strided out= there; the compiler fuses it)
+            return torch.stack([x * c for c, x in zip(coeffs.unbind(), inputs, strict=True)],
+                               dim=1).transpose(0, 1)
+        batch, dim = inputs[0].shape
+        out = inputs[0].new_empty(batch, len(inputs), dim).transpose(0, 1)  # (k, B, d) view
+        active = _flags(coeffs)
         for j, (c, x) in enumerate(zip(coeffs.unbind(), inputs, strict=True)):
-            torch.mul(x, c, out=out[j])
+            if active is None:
+                torch.mul(x, c, out=out[j])
+            elif active[j]:
+                out[j].copy_(x)
+            else:
+                out[j].zero_()
         return out
 
     @staticmethod
@@ -210,11 +224,25 @@ class GatedStack(torch.autograd.Function):
         gates, *inputs = ctx.saved_tensors
         grad_gates = None
         if ctx.needs_input_grad[0]:
-            grad_gates = torch.stack([_dot(x, grad[j]) for j, x in enumerate(inputs)])  # (k,)
-        grad_inputs = [grad[j] * g if needs else None
-                       for j, (g, needs) in enumerate(zip(gates.unbind(),
-                                                          ctx.needs_input_grad[2:], strict=True))]
+            grad_gates = torch.stack([_row_dot(x, grad[j]) for j, x in enumerate(inputs)])
+        ones = _flags(gates)  # which gates are 1, where all are 0 or 1 (see _flags)
+        grad_inputs = []
+        for j, (g, needs) in enumerate(zip(gates.unbind(), ctx.needs_input_grad[2:],
+                                           strict=True)):
+            if not needs or (ones is not None and not ones[j]):
+                grad_inputs.append(None)  # (a gate of 0: a gradient of 0)
+            else:  # a gate of 1: the slice itself (a view: autograd never adds to it in place)
+                grad_inputs.append(grad[j] if ones is not None else grad[j] * g)
         return grad_gates, None, *grad_inputs
+
+
+def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``sum(a * b)`` of two (B, d) tensors whose rows may be strided (a slice of a (B, k, d)
+    gradient): a flat dot where both are contiguous, else a product and its sum (one (B, d)
+    temporary: faster than a flat dot's copy of the strided rows)."""
+    if a.is_contiguous() and b.is_contiguous():
+        return _dot(a, b)
+    return torch.mul(a, b).sum()
 
 
 class GatedInputs:
