@@ -66,10 +66,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmark_support import busy_cpu_seconds, load, parse_size
+from benchmark_support import busy_cpu_seconds, load, parse_size, record, write_report
 from benchmark_support import environment as shared_environment
-
-from optfusion_lab.io import write_json
 
 HERE = Path(__file__).resolve().parent
 DATA_DIR = HERE / "_data"
@@ -339,6 +337,27 @@ def summarize(all_runs: list[dict]) -> dict:
     }
 
 
+def train_records(rows: list[dict], target: dict | None, args) -> list[dict]:
+    """The rows of the benchmark table (``benchmark_support.write_report``): the DCN target,
+    then every model's median samples/s and peak RSS."""
+    settings = f"{args.rows:,} rows, batch {BATCH_SIZE}, {args.threads} threads"
+    records = []
+    if target is not None:
+        clean = {r["model"]: r["clean_runs"] for r in rows}
+        records.append(record(
+            "dcn_vs_lean_dcn_samples_ratio", round(target["ratio_median"], 4), "x",
+            f">= {TARGET_RATIO}", target["met"],
+            f"{settings}; median over clean runs ({clean.get('dcn')} dcn, {clean.get(LEAN)} "
+            f"lean); best against best {target['ratio_best']:.3f}x"))
+    for r in rows:
+        note = f"{settings}; {r['parameters']:,} parameters; {r['clean_runs']} clean runs"
+        records.append(record(f"{r['model']}_samples_per_s", round(r["median_samples_per_s"]),
+                              "samples/s", note=note))
+        records.append(record(f"{r['model']}_peak_rss", round(r["peak_rss_mib"]), "MiB",
+                              note=f"VmHWM of the model's own process; {settings}"))
+    return records
+
+
 def print_table(rows: list[dict]) -> None:
     lean = next((r for r in rows if r["model"] == LEAN), None)
     header = (f"{'model':<15} {'loop':<9} {'params':>10} {'samples/s':>10} {'best':>8} "
@@ -492,23 +511,22 @@ def main(argv: list[str] | None = None) -> int:
           f"{env['cpus']} CPUs. CPU timings on a shared machine are noisy: compare rows of one "
           f"invocation only.")
     if args.json:
-        report = {
-            "benchmark": "train",
-            "environment": env,
-            "settings": {"rows": args.rows, "batch_size": BATCH_SIZE, "embed_dim": EMBED_DIM,
-                         "mlp_dims": MLP_DIMS, "cross_layers": CROSS_LAYERS,
-                         "threads": args.threads, "warmup": args.warmup, "steps": args.steps,
-                         "min_seconds": args.min_seconds, "repeats": args.repeats,
-                         "max_others": args.max_others, "retries": args.retries,
-                         "data": str(data)},
-            "load_before": load_start,
-            "load_after": load_end,
-            "target": target,
-            "results": rows,
-            "profiles": {k: {kk: vv for kk, vv in v.items() if kk != "profile_table"}
-                         for k, v in profiles.items()},
-        }
-        write_json(args.json, report)
+        write_report(
+            args.json, "train", train_records(rows, target, args),
+            environment=env,
+            settings={"rows": args.rows, "batch_size": BATCH_SIZE, "embed_dim": EMBED_DIM,
+                      "mlp_dims": MLP_DIMS, "cross_layers": CROSS_LAYERS,
+                      "threads": args.threads, "warmup": args.warmup, "steps": args.steps,
+                      "min_seconds": args.min_seconds, "repeats": args.repeats,
+                      "max_others": args.max_others, "retries": args.retries,
+                      "data": str(data)},
+            load_before=load_start,
+            load_after=load_end,
+            target=target,
+            results=rows,
+            profiles={k: {kk: vv for kk, vv in v.items() if kk != "profile_table"}
+                      for k, v in profiles.items()},
+        )
         print(f"wrote {args.json}")
     return 0
 

@@ -2,10 +2,9 @@
 
 ``make bench`` runs this (``make bench-quick``: with ``--quick``). Each ``benchmarks/bench_*.py``
 present (the known ones first, in the order of ``ORDER``, then any other) runs in its own
-subprocess with ``--json PATH``; in ``--quick`` mode with its ``--quick`` flag, or, for a script
-that has none yet, with the small settings of ``QUICK_FALLBACK`` (a script with neither is
-reported as skipped). What a script supports is read from its ``--help`` at run time, so the
-runner works whichever scripts exist.
+subprocess with ``--json PATH``; in ``--quick`` mode with its ``--quick`` flag (a script without
+one is reported as skipped). What a script supports is read from its ``--help`` at run time, so
+the runner works whichever scripts exist.
 
 Every script's JSON follows the contract ``{"benchmark", "machine", "records": [{"metric",
 "value", "unit", "target", "met", "note"}]}`` (see ``benchmark_support.write_report``); the
@@ -43,9 +42,6 @@ from benchmark_support import machine  # noqa: E402
 ORDER = ("bench_prepare", "bench_train", "bench_search", "bench_settle", "bench_sparse",
          "bench_monitor", "bench_gpu")
 # Small settings for scripts that have no --quick flag (yet): each must take well under a minute.
-QUICK_FALLBACK = {
-    "bench_prepare": ["--sizes", "100k", "--repeats", "1"],
-}  # bench_train and bench_search took over 150 s even on small settings here: they need --quick
 # Options of the full run (not --quick): bench_search also measures the compiled supernet and DCN
 # (TrainConfig.compile), where its targets are met; compiling costs a few minutes.
 FULL_ARGS = {"bench_search": ["--compile"]}
@@ -135,9 +131,6 @@ def run_script(script: Path, quick: bool, work: Path, timeout: float | None) -> 
     if quick:
         if "--quick" in flags:
             args = ["--quick"]
-        elif name in QUICK_FALLBACK:
-            args = list(QUICK_FALLBACK[name])
-            entry["note"] = "no --quick option: ran with small settings " + " ".join(args)
         else:
             entry.update(status="skipped", note="no --quick option: not run in quick mode")
             return entry

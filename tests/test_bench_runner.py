@@ -90,3 +90,29 @@ def test_the_markdown_table_has_a_row_per_record(script, tmp_path):
     text = run_all.markdown(report)
     assert "| bench_fail | failed |" in text and "| x.rate | 3 | 1/s | >= 1 | yes |" in text
     json.dumps(report)  # plain values only
+
+
+def test_bench_train_writes_the_dcn_target_and_every_model_as_records():
+    import argparse
+
+    import bench_train
+
+    def row(model, rate):
+        return {"model": model, "median_samples_per_s": rate, "peak_rss_mib": 800.4,
+                "parameters": 1000, "clean_runs": 3}
+
+    args = argparse.Namespace(rows=100_000, threads=2)
+    for dcn_rate, met in ((96.0, True), (94.0, False)):
+        rows = [row("dcn", dcn_rate), row(bench_train.LEAN, 100.0)]
+        target = {"ratio_median": dcn_rate / 100.0, "ratio_best": 1.0,
+                  "met": dcn_rate / 100.0 >= bench_train.TARGET_RATIO}
+        records = bench_train.train_records(rows, target, args)
+        first = records[0]
+        assert first["metric"] == "dcn_vs_lean_dcn_samples_ratio" and first["met"] is met
+        assert first["target"] == f">= {bench_train.TARGET_RATIO}"
+        assert {r["metric"] for r in records[1:]} == {
+            "dcn_samples_per_s", "dcn_peak_rss",
+            f"{bench_train.LEAN}_samples_per_s", f"{bench_train.LEAN}_peak_rss"}
+        assert all(set(r) == {"metric", "value", "unit", "target", "met", "note"}
+                   for r in records)
+    assert bench_train.train_records(rows, None, args)[0]["metric"] == "dcn_samples_per_s"
