@@ -224,7 +224,7 @@ class GatedStack(torch.autograd.Function):
         gates, *inputs = ctx.saved_tensors
         grad_gates = None
         if ctx.needs_input_grad[0]:
-            grad_gates = torch.stack([_row_dot(x, grad[j]) for j, x in enumerate(inputs)])
+            grad_gates = torch.stack([_dot(x, grad[j]) for j, x in enumerate(inputs)])
         ones = _flags(gates)  # which gates are 1, where all are 0 or 1 (see _flags)
         grad_inputs = []
         for j, (g, needs) in enumerate(zip(gates.unbind(), ctx.needs_input_grad[2:],
@@ -234,15 +234,6 @@ class GatedStack(torch.autograd.Function):
             else:  # a gate of 1: the slice itself (a view: autograd never adds to it in place)
                 grad_inputs.append(grad[j] if ones is not None else grad[j] * g)
         return grad_gates, None, *grad_inputs
-
-
-def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``sum(a * b)`` of two (B, d) tensors whose rows may be strided (a slice of a (B, k, d)
-    gradient): a flat dot where both are contiguous, else a product and its sum (one (B, d)
-    temporary: faster than a flat dot's copy of the strided rows)."""
-    if a.is_contiguous() and b.is_contiguous():
-        return _dot(a, b)
-    return torch.mul(a, b).sum()
 
 
 class GatedInputs:

@@ -30,8 +30,12 @@ class StraightThroughGate(torch.autograd.Function):
 
 
 def flat_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``sum(a * b)`` over every element, without an (a * b) temporary."""
-    return torch.dot(a.reshape(-1), b.reshape(-1))
+    """``sum(a * b)`` over every element: a flat dot without an (a * b) temporary where both
+    are contiguous; else (a strided slice, e.g. of a (B, k, d) gradient) the product and its
+    sum, one temporary, cheaper than the copies that flattening strided rows would make."""
+    if a.is_contiguous() and b.is_contiguous():
+        return torch.dot(a.reshape(-1), b.reshape(-1))
+    return torch.mul(a, b).sum()
 
 
 def straight_through_gate(alpha: torch.Tensor) -> torch.Tensor:
