@@ -399,6 +399,25 @@ def test_training_curves_have_a_line_per_seed_and_metric():
                                                   "b, seed 1"}  # fmt: skip
 
 
+def test_wide_figures_fill_their_container_instead_of_a_fixed_width(tmp_path):
+    """A fixed width wider than JupyterLab's output area cut the diagram's colour bar; these
+    figures set their height only and autosize to the output area (or the page)."""
+    frame = pd.DataFrame({"seed": [0, 0], "epoch": [1, 2], "valid_auc": [0.7, 0.72],
+                          "valid_logloss": [0.5, 0.49]})  # fmt: skip
+    write_stability(tmp_path, stability_summary([genotype(), genotype()], [0, 1]))
+    figures = {
+        "diagram": viz.fusion_diagram(genotype()),
+        "compared": viz.compare_diagrams([genotype(), "parallel"]),
+        "alpha": viz.alpha_evolution(history_frame()),
+        "weights": viz.operation_weights_evolution(history_frame()),
+        "stability": viz.stability_figure(tmp_path),
+        "curves": viz.training_curves(frame),
+    }
+    for name, fig in figures.items():
+        assert fig.layout.width is None, f"{name} fixes its width at {fig.layout.width} px"
+        assert fig.layout.autosize is True and fig.layout.height > 0, name
+
+
 # ---------------------------------------------------------------- HTML, notebooks, images
 
 

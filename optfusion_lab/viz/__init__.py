@@ -3,6 +3,9 @@
 Every function is a pure function of data (a genotype, a history frame, a stability summary, result
 documents) that returns a ``plotly.graph_objects.Figure``: show it in a notebook, ``write_html``
 it, or export an image with ``fig.write_image`` when an image exporter (kaleido) is installed.
+The wide figures (diagrams, histories over nodes, results) set a height but no width: they fill
+the notebook's output area or the page (``autosize``), so pass a width to ``write_image``
+(e.g. ``width=1400``), whose default is 700 pixels.
 
 From a run folder, one call per figure::
 

@@ -321,9 +321,8 @@ def fusion_diagram(source, *, title: str | None = None, show_pruned: bool = True
     if state.alpha is not None:
         fig.add_trace(_alpha_scale_trace(amax))
     heading = title or f"Fusion graph{': ' + state.name if state.name else ''}"
-    L = state.num_layers
     fig.update_layout(**base_layout(f"{heading}<br><sup>{_summary(state)}</sup>"),
-                      barmode="overlay", width=200 * (L + 3) + 120, height=640,
+                      barmode="overlay", autosize=True, height=640,
                       legend=LEGEND, margin=dict(t=90, l=20, r=20, b=40))  # fmt: skip
     _toggle(fig)
     return fig
@@ -381,9 +380,8 @@ def compare_diagrams(sources: Sequence, names: Sequence[str] | None = None, *,
         fig.add_trace(_alpha_scale_trace(amax))
     diff = f"{len(edges)} edge(s) and {len(nodes)} operation(s) differ (red)"
     heading = title or "Fusion graphs compared"
-    L = states[0].num_layers
     fig.update_layout(**base_layout(f"{heading}<br><sup>{diff}</sup>"), barmode="overlay",
-                      width=200 * (L + 3) + 120, height=560 * len(states) + 120,
+                      autosize=True, height=560 * len(states) + 120,
                       legend=LEGEND,
                       margin=dict(t=120, l=20, r=20, b=40))  # fmt: skip
     fig.update_annotations(yshift=8)

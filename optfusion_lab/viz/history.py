@@ -132,7 +132,7 @@ def alpha_evolution(history: pd.DataFrame, *, threshold: float = 0.0,
     sub = f"dashed: threshold {threshold:g} (edge on above it); x: {n_cross} crossing(s)"
     sub = f"{sub}<br>{phases}" if phases else sub
     fig.update_layout(**base_layout(f"{title}<br><sup>{sub}</sup>"), height=330 * rows + 130,
-                      width=1200, legend=dict(title=dict(text="source node")),
+                      autosize=True, legend=dict(title=dict(text="source node")),
                       margin=dict(t=140))  # fmt: skip
     return fig
 
@@ -186,7 +186,7 @@ def operation_weights_evolution(
     fig.update_yaxes(range=[0, 1.02])
     sub = "star: the operation each node ends with (argmax)" + (f"<br>{phases}" if phases else "")
     fig.update_layout(**base_layout(f"{title}<br><sup>{sub}</sup>"), height=330 * rows + 120,
-                      width=1200,
+                      autosize=True,
                       legend=dict(title=dict(text="operation")), margin=dict(t=140))  # fmt: skip
     return fig
 

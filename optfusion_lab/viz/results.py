@@ -117,7 +117,7 @@ def stability_figure(
     fig.update_xaxes(title_text="operation", row=1, col=2)
     fig.update_yaxes(title_text="fusion node", autorange="reversed", row=1, col=2)
     over = f"{n} searches" + (f" (seeds {', '.join(map(str, seeds))})" if seeds else "")
-    fig.update_layout(**base_layout(f"{title}<br><sup>{over}</sup>"), width=1150, height=520,
+    fig.update_layout(**base_layout(f"{title}<br><sup>{over}</sup>"), autosize=True, height=520,
                       margin=dict(t=110))  # fmt: skip
     return fig
 
@@ -312,5 +312,5 @@ def training_curves(
     for col, metric in enumerate(present, start=1):
         fig.update_xaxes(title_text="epoch", dtick=1, row=1, col=col)
         fig.update_yaxes(title_text=metric_label(metric), row=1, col=col)
-    fig.update_layout(**base_layout(title), width=380 * len(present) + 200, height=420)
+    fig.update_layout(**base_layout(title), autosize=True, height=420)
     return fig
