@@ -117,6 +117,7 @@ def _train_config(base, args):
         base,
         **{k: v for k, v in changes.items() if v is not None},
         device=args.device, amp=args.amp, compile=args.compile, shuffle=not args.no_shuffle,
+        keep_freed_memory=not args.release_freed_memory,
         progress=not args.no_progress,
     )
 

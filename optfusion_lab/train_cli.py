@@ -69,6 +69,10 @@ def add_loop_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-shuffle", action="store_true",
                    help="keep the stored order every epoch (the reference's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--release-freed-memory", action="store_true",
+                   help="CPU: let the C allocator return freed memory to the system (lower peak "
+                   "RSS, about 15%% for the supernet; more page faults and slower steps); by "
+                   "default it is kept for the next step")
     p.add_argument("--embedding-update", choices=EMBEDDING_UPDATES, metavar="dense|sparse",
                    help="dense: Adam over the whole embedding table every step (the reference, "
                    "default); sparse: only the rows the batch touches (lazy Adam, L2 on those "
@@ -139,6 +143,7 @@ def run_train(args: argparse.Namespace) -> int:
         device=args.device,
         amp=args.amp,
         compile=args.compile,
+        keep_freed_memory=not args.release_freed_memory,
         shuffle=not args.no_shuffle,
         progress=not args.no_progress,
     )

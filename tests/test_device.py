@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import subprocess
 import sys
 import textwrap
@@ -62,3 +63,43 @@ def test_no_mallopt_is_a_no_op(monkeypatch):
 
     monkeypatch.setattr(device.ctypes, "CDLL", NoMallopt)
     assert device.keep_freed_memory.__wrapped__() is False
+
+
+def test_fit_keeps_freed_memory_unless_told_not_to_and_a_run_records_which(monkeypatch,
+                                                                           tmp_path):
+    """``TrainConfig.keep_freed_memory`` (``--release-freed-memory`` turns it off) decides
+    whether ``fit`` sets the allocator; the choice is in result.json but not in the resume
+    fingerprint, since it changes no value of the run."""
+    from conftest import DATA_SAMPLES
+
+    from optfusion_lab.cli import main
+    from optfusion_lab.data import PrepareConfig, prepare
+    from optfusion_lab.train import TrainConfig, loop
+    from optfusion_lab.train.run_config import PRESENTATION_FIELDS
+
+    calls = []
+    monkeypatch.setattr(loop, "keep_freed_memory", lambda: calls.append(True) or True)
+    data = tmp_path / "criteo"
+    prepare(DATA_SAMPLES / "criteo_sample.txt.gz", data, PrepareConfig("criteo"))
+    common = ["--model", "dnn", "--preset", "tiny", "--epochs", "1", "--seeds", "0",
+              "--device", "cpu", "--embed-dim", "3", "--mlp", "8", "--no-progress",
+              "--threads", "1"]  # fmt: skip
+    recorded = {}
+    for name, flags in (("kept", []), ("released", ["--release-freed-memory"])):
+        calls.clear()
+        out = tmp_path / name
+        assert main(["train", "--data", str(data), "--out", str(out), *common, *flags]) == 0
+        recorded[name] = len(calls)
+        result = json.loads((out / "result.json").read_text())
+        assert result["train_config"]["keep_freed_memory"] is (name == "kept")
+    assert recorded == {"kept": 1, "released": 0}
+    from optfusion_lab.cli import build_parser
+    from optfusion_lab.search_cli import _train_config
+
+    for command in ("search", "retrain"):
+        extra = ["--genotype", "g.json"] if command == "retrain" else []
+        args = build_parser().parse_args([command, "--data", "d", "--out", "o", *extra,
+                                          "--release-freed-memory"])
+        assert _train_config(TrainConfig(), args).keep_freed_memory is False, command
+    assert TrainConfig().keep_freed_memory is True
+    assert "keep_freed_memory" in PRESENTATION_FIELDS

@@ -193,7 +193,7 @@ def fit(
     """
     _check_data(data)
     device = resolve_device(cfg.device)
-    if device.type == "cpu":
+    if device.type == "cpu" and cfg.keep_freed_memory:
         keep_freed_memory()
     stream = EventStream.of(callbacks)
     checkpoint = Path(checkpoint) if checkpoint is not None else None

@@ -20,7 +20,8 @@ from .config import TrainConfig
 RESULT_FORMAT_VERSION = 1
 # TrainConfig fields that change how a run is shown or where it runs, never its result: a
 # resumed run may change them.
-PRESENTATION_FIELDS = ("progress", "threads", "device", "log_every", "compile")
+PRESENTATION_FIELDS = ("progress", "threads", "device", "log_every", "compile",
+                       "keep_freed_memory")
 # Options added after runs were already being written, each with the value every run written
 # before it had (the option's default, which reproduces the older behaviour exactly): a stored
 # fingerprint without one of them still matches a current fingerprint at that value.
