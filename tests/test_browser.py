@@ -5,7 +5,9 @@ and runtime folder: nothing user-level is read or written), opens a notebook it 
 that starts a search on the embedded teacher data with the live monitor, and checks in the page:
 the alpha and operation-weight plots gain points while the search runs, the Stop button ends it
 and the next cell gets the stopped result with the best state, the fusion diagram renders, and
-the page logged no JavaScript error.
+the page logged no JavaScript error. A second notebook waits for its run in a cell and presses
+the toolbar's Interrupt (a real SIGINT to the kernel): the run stops, the waiting cell gets the
+stopped result.
 
 Marker ``browser`` (``pytest -m browser``). It needs the system Chromium (Debian's ``chromium``
 package; ``OPTFUSION_CHROMIUM`` names another executable) and pip ``playwright`` (its own
@@ -70,6 +72,13 @@ print(f"genotype={json.dumps(result.genotype.to_dict())}")
 """
 DIAGRAM = "viz.fusion_diagram(result.genotype, title='found')"
 CELLS = ["import json\n" + SETUP, START, RESULT, DIAGRAM]
+# The second notebook: the cell waits for the run, the kernel is busy, Interrupt stops the run.
+INTERRUPT_NOTEBOOK = "interrupt.ipynb"
+WAIT = """\
+result = run.result()
+print(f"stopped={result.stopped} reason={monitor.stop_reason} status={monitor.status}")
+"""
+INTERRUPT_CELLS = [SETUP, START, WAIT]
 
 # JavaScript read from the page. The monitor's three plots (alpha, operation weights, metrics)
 # are drawn in the three Output widgets of the .optfusion-monitor panel, in that order; a plot
@@ -120,9 +129,9 @@ def api(url: str, method: str = "GET", timeout: float = 5.0):
         return json.loads(response.read() or b"null")
 
 
-def write_notebook(path: Path) -> None:
+def write_notebook(path: Path, cells: list[str]) -> None:
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(source) for source in CELLS]
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
     nbformat.write(nb, path)
@@ -142,7 +151,8 @@ def lab(tmp_path_factory):
     base = tmp_path_factory.mktemp("lab")
     root = base / "root"
     root.mkdir()
-    write_notebook(root / NOTEBOOK)
+    write_notebook(root / NOTEBOOK, CELLS)
+    write_notebook(root / INTERRUPT_NOTEBOOK, INTERRUPT_CELLS)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO),
            "JUPYTER_CONFIG_DIR": str(base / "config"), "JUPYTER_DATA_DIR": str(base / "data"),
            "JUPYTER_RUNTIME_DIR": str(base / "runtime"), "IPYTHONDIR": str(base / "ipython")}
@@ -317,4 +327,35 @@ def test_jupyterlab_monitor_moves_live_stops_and_hands_over_the_best_state(lab, 
             const gd = cell.node.querySelector('.jp-OutputArea .js-plotly-plot');
             return !!gd && (gd.data || []).length > 0 && !!gd.querySelector('svg.main-svg');
         }""", None, CELL_S, "the fusion diagram drawn")
+    assert page.js_errors == [], "\n".join(page.js_errors)
+
+
+def test_interrupt_while_a_cell_waits_for_the_run_stops_it(lab, page):
+    """The toolbar's Interrupt (JupyterLab's kernel interrupt: SIGINT to the kernel process)
+    while ``run.result()`` blocks the cell: the run stops cooperatively and the waiting cell
+    prints the stopped result, as the monitor's docstring promises."""
+    page.goto(f"{lab}/lab/tree/{INTERRUPT_NOTEBOOK}?token={TOKEN}", timeout=CELL_S * 1000)
+    wait(page, NOTEBOOK_READY_JS, len(INTERRUPT_CELLS), CELL_S,
+         "the notebook open, its kernel idle")
+    assert "ready" in text_of(run_cell(page, 0, expect="ready"))
+    run_cell(page, 1)
+    wait(page, f"() => ({PLOTS_JS})().length === 3", None, CELL_S, "the panel and its 3 plots")
+    wait_for_new_points(page, (-1, -1))  # the run is going
+    page.evaluate(RUN_CELL_JS, 2)  # blocks in run.result(): the kernel stays busy
+    wait(page, """() => {
+        const panel = window.jupyterapp.shell.currentWidget;
+        const kernel = panel.sessionContext.session.kernel;
+        return kernel.status === 'busy' && panel.content.widgets[2].model.executionCount === null;
+    }""", None, CELL_S, "cell 2 waiting for the run, the kernel busy")
+    before = latest_steps(page)
+    page.evaluate("() => window.jupyterapp.commands.execute('kernelmenu:interrupt')")
+    wait(page, f"""() => {{
+        const outputs = ({OUTPUT_JS})(2);
+        return outputs !== null && JSON.stringify(outputs).includes('stopped=');
+    }}""", None, PLOT_S, "cell 2 printing the stopped result after Interrupt")
+    outputs = page.evaluate(OUTPUT_JS, 2)
+    assert not [o for o in outputs if o["output_type"] == "error"], outputs
+    text = text_of(outputs)
+    assert "stopped=True reason=Interrupt status=stopped" in text, text
+    assert latest_steps(page) >= before  # the plots kept what the run had drawn
     assert page.js_errors == [], "\n".join(page.js_errors)
