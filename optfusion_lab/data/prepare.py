@@ -69,7 +69,13 @@ from .transforms import (
     raw_columns_needed,
     transform_batch,
 )
-from .vocab import TokenCounter, Vocabulary, encode_integer_tokens, encode_tokens
+from .vocab import (
+    TokenCounter,
+    Vocabulary,
+    encode_integer_tokens,
+    encode_token_bytes,
+    encode_tokens,
+)
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
@@ -188,6 +194,11 @@ class CodeStore:
 def _encode_field(column: pa.ChunkedArray, numeric: bool) -> tuple[np.ndarray, pa.Array]:
     """Batch-local codes and dictionary of one field as the fast parse hands it over, the same
     as the validating pass gives (:func:`transform_batch`, then :func:`encode_tokens`)."""
+    if pa.types.is_fixed_size_binary(column.type):
+        try:
+            return encode_token_bytes(column)
+        except pa.ArrowInvalid as exc:
+            raise FastPathUnavailable(f"a categorical value that is not UTF-8: {exc}") from exc
     if not numeric:
         encoded = pc.dictionary_encode(column, null_encoding="encode")  # one shared dictionary
         if encoded.num_chunks == 0:
@@ -232,8 +243,9 @@ def _parse(path: Path, schema: Schema, layout, cfg: PrepareConfig, store: CodeSt
     with bar, ThreadPoolExecutor(WORKERS, thread_name_prefix="encode") as encoder:
         on_progress = lambda position: bar.update(position - bar.n)  # noqa: E731
         if fast:
+            categorical = tuple(n for n in schema.fields if n not in schema.numeric_fields)
             batches = iter_fast_batches(path, layout, columns, tuple(schema.numeric_fields),
-                                        on_progress)
+                                        on_progress, token_columns=categorical)
         else:
             batches = iter_raw_batches(path, layout, columns, on_progress)
         for raw in batches:

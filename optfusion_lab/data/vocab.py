@@ -50,6 +50,49 @@ def _range_dictionary(low: int, high: int) -> pa.Array:
 _EXACT = 1 << 53  # integers of smaller magnitude are exact in float64
 
 
+# Tokens of 8 bytes (the fast parse's fixed_size_binary(8) columns) are hashed as the uint64
+# word their bytes make: equal bytes, equal words, so the codes and the order of first
+# appearance are the strings' own.
+
+
+def token_words(tokens: pa.Array) -> pa.Array:
+    """The fixed_size_binary(8) ``tokens`` as uint64 words (the same buffers, no copy)."""
+    return pa.Array.from_buffers(pa.uint64(), len(tokens), tokens.buffers()[:2],
+                                 null_count=tokens.null_count, offset=tokens.offset)
+
+
+def word_tokens(words: pa.Array) -> pa.Array:
+    """The inverse of :func:`token_words`."""
+    return pa.Array.from_buffers(pa.binary(8), len(words), words.buffers()[:2],
+                                 null_count=words.null_count, offset=words.offset)
+
+
+def encode_token_bytes(tokens: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """:func:`encode_tokens` of fixed_size_binary(8) tokens: the codes the strings would get,
+    and the dictionary as fixed_size_binary(8). Raises ``pa.ArrowInvalid`` where a token is
+    not UTF-8 (the string parse rejects it)."""
+    array = tokens.combine_chunks()
+    if len(array) == 0:
+        return np.zeros(0, np.int32), pa.array([], pa.binary(8))
+    encoded = pc.dictionary_encode(token_words(array), null_encoding="encode")
+    dictionary = word_tokens(encoded.dictionary)
+    pc.cast(dictionary, pa.string())  # the UTF-8 check of the string parse, on distinct tokens
+    return encoded.indices.to_numpy(), dictionary
+
+
+def _hashed(dictionaries: list[pa.Array]) -> tuple[pa.Array, bool]:
+    """The batch dictionaries of a field concatenated for hashing: as uint64 words when they
+    are all 8-byte tokens (True), else as strings (8-byte tokens cast)."""
+    if dictionaries and all(pa.types.is_fixed_size_binary(d.type) for d in dictionaries):
+        return token_words(pa.concat_arrays(dictionaries)), True
+    return pa.concat_arrays([_as_strings(d) for d in dictionaries]), False
+
+
+def _as_strings(dictionary: pa.Array) -> pa.Array:
+    return pc.cast(dictionary, pa.string()) if pa.types.is_fixed_size_binary(dictionary.type) \
+        else dictionary  # fmt: skip
+
+
 def encode_integer_tokens(tokens: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray,
                                                                                pa.Array]:
     """:func:`encode_tokens` of the int64 ``tokens`` (null where ``valid`` is False), without
@@ -85,7 +128,8 @@ class TokenCounter:
         batch the lookup table from batch codes to field ids. Ids are deterministic for a file
         and a block size (``reader.BLOCK_SIZE``).
         """
-        merged = pc.dictionary_encode(pa.concat_arrays(self._dictionaries), null_encoding="encode")
+        hashed, words = _hashed(self._dictionaries)
+        merged = pc.dictionary_encode(hashed, null_encoding="encode")
         unique = merged.dictionary
         position = merged.indices.to_numpy(zero_copy_only=False)  # batch entry -> unique index
         counts = np.bincount(
@@ -99,13 +143,14 @@ class TokenCounter:
         for dictionary in self._dictionaries:
             tables.append(ids[position[start : start + len(dictionary)]])
             start += len(dictionary)
-        return unique.filter(pa.array(keep)), counts[keep], tables
+        kept = unique.filter(pa.array(keep))
+        return (_as_strings(word_tokens(kept)) if words else kept), counts[keep], tables
 
     def lookup(self, tokens: pa.Array) -> list[np.ndarray]:
         """Per batch, the lookup table from batch codes to the ids of an existing vocabulary."""
         tables = []
         for dictionary in self._dictionaries:
-            index = pc.index_in(dictionary, value_set=tokens, skip_nulls=False)
+            index = pc.index_in(_as_strings(dictionary), value_set=tokens, skip_nulls=False)
             tables.append(pc.fill_null(pc.add(index, 1), OOV_ID).to_numpy().astype(np.int32))
         return tables
 
