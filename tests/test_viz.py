@@ -412,6 +412,10 @@ def test_wide_figures_fill_their_container_instead_of_a_fixed_width(tmp_path):
         "weights": viz.operation_weights_evolution(history_frame()),
         "stability": viz.stability_figure(tmp_path),
         "curves": viz.training_curves(frame),
+        "results": viz.results_figure({f"model {i}": {"seeds": [0, 1], "test_auc": {
+            "per_seed": [0.7, 0.71]}} for i in range(12)}),
+        "chance": viz.against_chance_figure({"truth": [genotype()]}, "edge_recall",
+                                            truth=genotype(), count=10),
     }
     for name, fig in figures.items():
         assert fig.layout.width is None, f"{name} fixes its width at {fig.layout.width} px"

@@ -205,7 +205,7 @@ def results_figure(results: Mapping[str, object] | pd.DataFrame, metric: str = "
     heading = title or f"{label} per model"
     fig.update_layout(**base_layout(f"{heading}<br><sup>mean +- sample std over {seeds} seeds; "
                                     "grey dots: single seeds</sup>"),
-                      width=max(520, 110 * len(models) + 240), height=460,
+                      autosize=True, height=460,
                       xaxis=dict(title=dict(text="model"), tickvals=list(range(len(models))),
                                  ticktext=models, range=[-0.6, len(models) - 0.4]),
                       yaxis=dict(title=dict(text=label)))  # fmt: skip
@@ -250,7 +250,7 @@ def against_chance_figure(genotypes: Mapping[str, Sequence], metric: str = "edge
     fig.update_layout(**base_layout(f"{title or label + ' with the teacher'}<br><sup>mean +- "
                                     f"std over {seeds} seeds against chance for the same "
                                     "genotypes</sup>"),
-                      width=max(520, 80 * len(variants) + 300), height=440,
+                      autosize=True, height=440,
                       yaxis=dict(title=dict(text=label)))
     return fig
 
