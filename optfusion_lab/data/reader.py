@@ -27,9 +27,9 @@ import pyarrow.csv as pa_csv
 
 from .errors import BadLine, DataFormatError
 from .schemas import Schema
+from .vocab import TOKEN_BYTES
 
 BLOCK_SIZE = 1 << 24  # bytes per parsed block; about 65k Criteo rows
-TOKEN_BYTES = 8  # width of Criteo's categorical values (32-bit hashes in hex)
 PARSE_CHUNK = 1 << 20  # the fast parse reads a block in pieces of this size (cache-friendly)
 
 

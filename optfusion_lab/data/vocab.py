@@ -50,30 +50,32 @@ def _range_dictionary(low: int, high: int) -> pa.Array:
 _EXACT = 1 << 53  # integers of smaller magnitude are exact in float64
 
 
-# Tokens of 8 bytes (the fast parse's fixed_size_binary(8) columns) are hashed as the uint64
-# word their bytes make: equal bytes, equal words, so the codes and the order of first
-# appearance are the strings' own.
+# Tokens of TOKEN_BYTES bytes (the fast parse reads Criteo's categorical values, 32-bit hashes
+# in 8 hex digits, as fixed_size_binary columns of that width) are hashed as the uint64 word
+# their bytes make: equal bytes, equal words, so the codes and the order of first appearance
+# are the strings' own.
+TOKEN_BYTES = 8  # the bytes of one uint64 word
 
 
 def token_words(tokens: pa.Array) -> pa.Array:
-    """The fixed_size_binary(8) ``tokens`` as uint64 words (the same buffers, no copy)."""
+    """The fixed_size_binary(TOKEN_BYTES) ``tokens`` as uint64 words (the same buffers, no copy)."""
     return pa.Array.from_buffers(pa.uint64(), len(tokens), tokens.buffers()[:2],
                                  null_count=tokens.null_count, offset=tokens.offset)
 
 
 def word_tokens(words: pa.Array) -> pa.Array:
     """The inverse of :func:`token_words`."""
-    return pa.Array.from_buffers(pa.binary(8), len(words), words.buffers()[:2],
+    return pa.Array.from_buffers(pa.binary(TOKEN_BYTES), len(words), words.buffers()[:2],
                                  null_count=words.null_count, offset=words.offset)
 
 
 def encode_token_bytes(tokens: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
-    """:func:`encode_tokens` of fixed_size_binary(8) tokens: the codes the strings would get,
-    and the dictionary as fixed_size_binary(8). Raises ``pa.ArrowInvalid`` where a token is
-    not UTF-8 (the string parse rejects it)."""
+    """:func:`encode_tokens` of fixed_size_binary(TOKEN_BYTES) tokens: the codes the strings
+    would get, and the dictionary as fixed_size_binary(TOKEN_BYTES). Raises ``pa.ArrowInvalid``
+    where a token is not UTF-8 (the string parse rejects it)."""
     array = tokens.combine_chunks()
     if len(array) == 0:
-        return np.zeros(0, np.int32), pa.array([], pa.binary(8))
+        return np.zeros(0, np.int32), pa.array([], pa.binary(TOKEN_BYTES))
     encoded = pc.dictionary_encode(token_words(array), null_encoding="encode")
     dictionary = word_tokens(encoded.dictionary)
     pc.cast(dictionary, pa.string())  # the UTF-8 check of the string parse, on distinct tokens
