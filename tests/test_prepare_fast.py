@@ -84,6 +84,23 @@ def prepare_both(monkeypatch, raw: Path, tmp: Path, cfg: PrepareConfig, **kwargs
     return fast
 
 
+def default_and_validating(monkeypatch, raw: Path, tmp: Path) -> dict:
+    """What the command gives for ``raw`` (outputs, or the error it raises) and what the
+    validating pass alone gives; asserts they are the same."""
+    results = {}
+    for name in ("default", "validating"):
+        with monkeypatch.context() as m:
+            if name == "validating":
+                _validating_only(m)
+            try:
+                prepare(raw, tmp / name, PrepareConfig("criteo"))
+                results[name] = outputs(tmp / name)
+            except Exception as exc:  # the same error, whatever it is
+                results[name] = (type(exc), str(exc).replace(str(tmp / name), "OUT"))
+    assert results["default"] == results["validating"]
+    return results
+
+
 @pytest.fixture
 def small_blocks(monkeypatch):
     monkeypatch.setattr(reader, "BLOCK_SIZE", 4096)
@@ -153,17 +170,7 @@ def test_unusual_integers_behave_as_in_the_validating_pass(tmp_path, monkeypatch
     rows = [criteo_row("0", [value] + ["1"] * 12)] + varied_criteo_rows(30)
     raw = tmp_path / "c.tsv"
     raw.write_text("".join("\t".join(r) + "\n" for r in rows))
-    results = {}
-    for name in ("default", "validating"):
-        with monkeypatch.context() as m:
-            if name == "validating":
-                _validating_only(m)
-            try:
-                prepare(raw, tmp_path / name, PrepareConfig("criteo"))
-                results[name] = outputs(tmp_path / name)
-            except Exception as exc:  # the same error, whatever it is
-                results[name] = (type(exc), str(exc).replace(str(tmp_path / name), "OUT"))
-    assert results["default"] == results["validating"]
+    default_and_validating(monkeypatch, raw, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -191,17 +198,7 @@ def test_unusual_categorical_values_behave_as_in_the_validating_pass(tmp_path, m
         utf8 = False
     if utf8:  # another width, or a null token: the fast pass takes it
         prepare_both(monkeypatch, raw, tmp_path / "both", PrepareConfig("criteo", threshold=1))
-    results = {}
-    for name in ("default", "validating"):
-        with monkeypatch.context() as m:
-            if name == "validating":
-                _validating_only(m)
-            try:
-                prepare(raw, tmp_path / name, PrepareConfig("criteo"))
-                results[name] = outputs(tmp_path / name)
-            except Exception as exc:  # the same error, whatever it is
-                results[name] = (type(exc), str(exc).replace(str(tmp_path / name), "OUT"))
-    assert results["default"] == results["validating"]
+    results = default_and_validating(monkeypatch, raw, tmp_path)
     if not utf8:
         kind, message = results["default"]
         assert kind is DataFormatError and "Row #151" in message and "UTF8" in message, message
