@@ -91,8 +91,10 @@ def _hashed(dictionaries: list[pa.Array]) -> tuple[pa.Array, bool]:
 
 
 def _as_strings(dictionary: pa.Array) -> pa.Array:
-    return pc.cast(dictionary, pa.string()) if pa.types.is_fixed_size_binary(dictionary.type) \
-        else dictionary  # fmt: skip
+    """A batch dictionary as strings (8-byte tokens cast; strings and integers as they are)."""
+    if pa.types.is_fixed_size_binary(dictionary.type):
+        return pc.cast(dictionary, pa.string())
+    return dictionary
 
 
 def encode_integer_tokens(tokens: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray,
